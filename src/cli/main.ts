@@ -1,0 +1,58 @@
+#!/usr/bin/env node
+/** moepress command line: one subcommand per job; the library does the work. */
+import { MoepressError } from '../io/errors.js';
+import { UsageError } from './args.js';
+
+const USAGE = `moepress — compress Mixture-of-Experts language models
+
+usage: moepress <command> [options]
+
+commands:
+  inspect MODEL [--json]                      architecture, sizes, parameter and byte counts
+  eval MODEL --text FILE [--windows N]        perplexity (256-token windows, as transformers)
+       [--top-k K] [--batch B] [--json]
+  generate MODEL --prompt TEXT                 text generation with a KV cache
+       [--max-tokens N] [--temperature T] [--top-p P] [--seed S] [--json]
+  bench [--json] [--quick]                     kernel and engine speed on this machine
+
+MODEL is a Hugging Face model directory (config.json, safetensors shards, tokenizer.json).
+`;
+
+const commands: Record<string, () => Promise<(argv: string[]) => Promise<void>>> = {
+  inspect: async () => (await import('./inspect.js')).inspectCommand,
+  eval: async () => (await import('./eval.js')).evalCommand,
+  generate: async () => (await import('./generate.js')).generateCommand,
+  bench: async () => (await import('./bench.js')).benchCommand,
+};
+
+async function main(argv: string[]): Promise<number> {
+  const [cmd, ...rest] = argv;
+  if (!cmd || cmd === '--help' || cmd === '-h' || cmd === 'help') {
+    process.stdout.write(USAGE);
+    return cmd ? 0 : 2;
+  }
+  const load = commands[cmd];
+  if (!load) {
+    process.stderr.write(`moepress: unknown command '${cmd}'\n\n${USAGE}`);
+    return 2;
+  }
+  try {
+    await (await load())(rest);
+    return 0;
+  } catch (e) {
+    if (e instanceof UsageError) {
+      process.stderr.write(`moepress ${cmd}: ${e.message}\n`);
+      return 2;
+    }
+    if (e instanceof MoepressError) {
+      process.stderr.write(`moepress ${cmd}: error: ${e.message}\n`);
+      return 1;
+    }
+    process.stderr.write(`moepress ${cmd}: internal error: ${process.env.MOEPRESS_DEBUG ? (e as Error).stack : (e as Error).message}\n`);
+    return 1;
+  }
+}
+
+main(process.argv.slice(2)).then((code) => {
+  process.exitCode = code;
+});

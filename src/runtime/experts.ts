@@ -1,0 +1,77 @@
+/**
+ * Expert banks: how the MoE block runs one routed expert on the tokens sent to it. The dense bank
+ * reads stacked canonical weights; compressed formats provide their own banks with the same interface.
+ */
+import type { MoeConfig } from '../models/canonical.js';
+import { swiglu, swigluOai } from '../tensor/activation.js';
+import { linear } from '../tensor/gemm.js';
+
+export interface ExpertBank {
+  readonly count: number; // E
+  /** x: [n, H] -> [n, H], expert e's output for n tokens. */
+  run(e: number, x: Float32Array, n: number): Promise<Float32Array>;
+  /** Bytes of expert weights this bank holds in memory. */
+  readonly residentBytes: number;
+}
+
+/** A SwiGLU FFN: y = down(act(gate x, up x)). gate/up: [F, H], down: [H, F]; biases optional. */
+export interface FfnWeights {
+  gate: Float32Array;
+  up: Float32Array;
+  down: Float32Array;
+  gateBias?: Float32Array;
+  upBias?: Float32Array;
+  downBias?: Float32Array;
+  F: number;
+  H: number;
+}
+
+/** The expert nonlinearity of a MoE config (plain SwiGLU for dense FFNs and shared experts). */
+export type Activation = { kind: 'swiglu' } | { kind: 'swiglu-oai'; alpha: number; limit: number };
+
+export const SWIGLU: Activation = { kind: 'swiglu' };
+
+export function expertActivation(moe: MoeConfig): Activation {
+  if (moe.activation === 'swiglu') return SWIGLU;
+  return { kind: 'swiglu-oai', alpha: moe.oaiSwiglu?.alpha ?? 1.702, limit: moe.oaiSwiglu?.limit ?? 7 };
+}
+
+/** x: [n, H] -> [n, H]. */
+export async function ffnForward(f: FfnWeights, x: Float32Array, n: number, act: Activation): Promise<Float32Array> {
+  const g = await linear(x, f.gate, n, f.F, f.H, f.gateBias);
+  const u = await linear(x, f.up, n, f.F, f.H, f.upBias);
+  if (act.kind === 'swiglu') swiglu(g, u, g);
+  else swigluOai(g, u, g, act.alpha, act.limit);
+  return linear(g, f.down, n, f.H, f.F, f.downBias);
+}
+
+/** Dense experts stacked [E, I, H] (gate, up) and [E, H, I] (down); per-expert views, no copies. */
+export class DenseExpertBank implements ExpertBank {
+  readonly residentBytes: number;
+  constructor(
+    readonly count: number,
+    private readonly I: number,
+    private readonly H: number,
+    private readonly w: { gate: Float32Array; up: Float32Array; down: Float32Array; gateBias: Float32Array | null; upBias: Float32Array | null; downBias: Float32Array | null },
+    private readonly act: Activation,
+  ) {
+    this.residentBytes = 4 * (w.gate.length + w.up.length + w.down.length + (w.gateBias?.length ?? 0) + (w.upBias?.length ?? 0) + (w.downBias?.length ?? 0));
+  }
+  expert(e: number): FfnWeights {
+    const { I, H, w } = this;
+    const m = I * H;
+    return {
+      gate: w.gate.subarray(e * m, (e + 1) * m),
+      up: w.up.subarray(e * m, (e + 1) * m),
+      down: w.down.subarray(e * m, (e + 1) * m),
+      gateBias: w.gateBias?.subarray(e * I, (e + 1) * I),
+      upBias: w.upBias?.subarray(e * I, (e + 1) * I),
+      downBias: w.downBias?.subarray(e * H, (e + 1) * H),
+      F: I,
+      H,
+    };
+  }
+  run(e: number, x: Float32Array, n: number): Promise<Float32Array> {
+    return ffnForward(this.expert(e), x, n, this.act);
+  }
+}

@@ -1,0 +1,52 @@
+/** Token generation with a KV cache: greedy or temperature sampling (optionally top-p), seeded. */
+import { Rng } from '../tensor/random.js';
+import type { RunOptions, Transformer } from './transformer.js';
+
+export interface GenerateOptions extends RunOptions {
+  maxTokens: number;
+  /** 0 = greedy. */
+  temperature?: number;
+  topP?: number;
+  seed?: number;
+  /** Stop at this token id (not emitted). */
+  stopToken?: number | null;
+}
+
+/** Pick the next token from logits: [V]. */
+export function sample(logits: Float32Array, temperature: number, topP: number, rng: Rng): number {
+  let best = 0;
+  for (let i = 1; i < logits.length; i++) if (logits[i] > logits[best]) best = i;
+  if (temperature <= 0) return best;
+  const p = new Float64Array(logits.length);
+  let s = 0;
+  for (let i = 0; i < p.length; i++) s += p[i] = Math.exp((logits[i] - logits[best]) / temperature);
+  const order = Array.from(p.keys()).sort((a, b) => p[b] - p[a]);
+  // Keep the smallest prefix of most likely tokens whose mass reaches topP.
+  let kept = 0;
+  let mass = 0;
+  while (kept < order.length && mass < topP * s) mass += p[order[kept++]];
+  let r = rng.next() * mass;
+  for (let i = 0; i < kept; i++) {
+    r -= p[order[i]];
+    if (r <= 0) return order[i];
+  }
+  return order[kept - 1];
+}
+
+/** Yields generated token ids one by one. prompt: token ids (at least one). */
+export async function* generate(model: Transformer, prompt: number[], opts: GenerateOptions): AsyncGenerator<number> {
+  if (prompt.length === 0) throw new Error('generate: the prompt must hold at least one token');
+  const cache = model.newCache(Math.min(model.config.maxPositions, prompt.length + opts.maxTokens));
+  const rng = new Rng(opts.seed ?? 0);
+  const H = model.config.hidden;
+  let input = prompt;
+  for (let n = 0; n < opts.maxTokens; n++) {
+    const hidden = await model.hidden(input, 1, input.length, cache, opts);
+    // Only the last position's logits are needed.
+    const logits = await model.logitsFromHidden(hidden.subarray((input.length - 1) * H), 1);
+    const next = sample(logits, opts.temperature ?? 0, opts.topP ?? 1, rng);
+    if (opts.stopToken != null && next === opts.stopToken) return;
+    yield next;
+    input = [next];
+  }
+}

@@ -1,0 +1,82 @@
+/**
+ * Open a Hugging Face model directory and load it into canonical float32 weights:
+ * config.json -> architecture -> canonical entries -> positional reads from the shards.
+ */
+import { join } from 'node:path';
+import { Checkpoint } from '../io/checkpoint.js';
+import { readConfig } from '../io/config.js';
+import { numel, type RawTensor } from '../io/dtype.js';
+import { MoepressError } from '../io/errors.js';
+import type { Architecture, ModelConfig } from '../models/canonical.js';
+import { architectureFor } from '../models/registry.js';
+import type { ProgressFn } from '../progress.js';
+import { toFloat32 } from '../tensor/convert.js';
+import { expectedShape } from './shapes.js';
+import { Weights } from './weights.js';
+
+export interface ModelSource {
+  dir: string;
+  config: ModelConfig;
+  arch: Architecture;
+  checkpoint: Checkpoint;
+  /** The raw config.json, kept to be written back unchanged. */
+  rawConfig: Record<string, unknown>;
+}
+
+export function openModel(dir: string): ModelSource {
+  const rawConfig = readConfig(dir);
+  const file = join(dir, 'config.json');
+  const modelType = rawConfig.model_type;
+  if (typeof modelType !== 'string') throw new MoepressError("field 'model_type' is missing or not a string", { file });
+  const arch = architectureFor(modelType, file);
+  const config = arch.parseConfig(rawConfig, file);
+  const checkpoint = Checkpoint.open(dir);
+  return { dir, config, arch, checkpoint, rawConfig };
+}
+
+/** First non-finite element of a float tensor, checked on the raw bits (exponent all ones). */
+function firstNonFinite(t: RawTensor): number {
+  if (t.dtype === 'BF16' || t.dtype === 'F16') {
+    const u = new Uint16Array(t.data.buffer, t.data.byteOffset, t.data.byteLength / 2);
+    const mask = t.dtype === 'BF16' ? 0x7f80 : 0x7c00;
+    for (let i = 0; i < u.length; i++) if ((u[i] & mask) === mask) return i;
+  } else if (t.dtype === 'F32') {
+    const u = new Uint32Array(t.data.buffer, t.data.byteOffset, t.data.byteLength / 4);
+    for (let i = 0; i < u.length; i++) if ((u[i] & 0x7f800000) === 0x7f800000) return i;
+  }
+  return -1;
+}
+
+/** Read a hub tensor, refusing NaN/Inf with an error naming the shard and tensor. */
+export function readChecked(ckpt: Checkpoint, name: string): RawTensor {
+  const t = ckpt.read(name);
+  const bad = firstNonFinite(t);
+  if (bad >= 0) throw new MoepressError(`element ${bad} is NaN or Inf; the checkpoint is corrupt or was saved after a diverged run`, { file: ckpt.info(name).file, tensor: name });
+  return t;
+}
+
+export interface LoadOptions {
+  onProgress?: ProgressFn;
+}
+
+export interface LoadedModel extends ModelSource {
+  weights: Weights;
+}
+
+export function loadModel(dir: string, opts: LoadOptions = {}): LoadedModel {
+  const src = openModel(dir);
+  const { config, arch, checkpoint } = src;
+  const entries = arch.canonicalEntries(config, (n) => checkpoint.has(n));
+  const weights = new Weights(new Map());
+  entries.forEach((entry, i) => {
+    const raw = entry.load((n) => readChecked(checkpoint, n));
+    const want = expectedShape(config, entry.name);
+    if (want && (want.length !== raw.shape.length || want.some((d, j) => d !== raw.shape[j]))) {
+      throw new MoepressError(`shape [${raw.shape}] does not match config.json, which implies [${want}] for canonical '${entry.name}'`, { file: join(dir, 'model.safetensors.index.json'), tensor: entry.hub.join(', ') });
+    }
+    if (numel(raw.shape) === 0 && raw.shape.length > 0) throw new MoepressError('tensor is empty', { tensor: entry.hub.join(', ') });
+    weights.set(entry.name, { shape: raw.shape, data: toFloat32(raw, entry.name) });
+    opts.onProgress?.({ task: 'load', done: i + 1, total: entries.length, unit: 'tensors', detail: entry.name });
+  });
+  return { ...src, weights };
+}
