@@ -8,7 +8,7 @@ import { readConfig } from '../io/config.js';
 import { numel, type RawTensor } from '../io/dtype.js';
 import { MoepressError } from '../io/errors.js';
 import type { Architecture, ModelConfig } from '../models/canonical.js';
-import { architectureFor } from '../models/registry.js';
+import { architectureFor, parseModelConfig } from '../models/registry.js';
 import type { ProgressFn } from '../progress.js';
 import { toFloat32 } from '../tensor/convert.js';
 import { expectedShape } from './shapes.js';
@@ -26,11 +26,10 @@ export interface ModelSource {
 export function openModel(dir: string): ModelSource {
   const rawConfig = readConfig(dir);
   const file = join(dir, 'config.json');
-  const modelType = rawConfig.model_type;
-  if (typeof modelType !== 'string') throw new MoepressError("field 'model_type' is missing or not a string", { file });
-  const arch = architectureFor(modelType, file);
-  const config = arch.parseConfig(rawConfig, file);
   const checkpoint = Checkpoint.open(dir);
+  // Seeing the tensor names lets the config record the checkpoint's expert layout (per-expert or fused).
+  const config = parseModelConfig(rawConfig, file, (n) => checkpoint.has(n));
+  const arch = architectureFor(config.modelType, file);
   return { dir, config, arch, checkpoint, rawConfig };
 }
 
