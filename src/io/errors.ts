@@ -5,6 +5,8 @@
 export class MoepressError extends Error {
   readonly file?: string;
   readonly tensor?: string;
+  /** The message without the file/tensor prefix. */
+  readonly detail: string;
   constructor(message: string, where: { file?: string; tensor?: string } = {}) {
     const parts: string[] = [];
     if (where.file) parts.push(where.file);
@@ -13,5 +15,6 @@ export class MoepressError extends Error {
     this.name = 'MoepressError';
     this.file = where.file;
     this.tensor = where.tensor;
+    this.detail = message;
   }
 }

@@ -68,7 +68,16 @@ export function loadModel(dir: string, opts: LoadOptions = {}): LoadedModel {
   const entries = arch.canonicalEntries(config, (n) => checkpoint.has(n));
   const weights = new Weights(new Map());
   entries.forEach((entry, i) => {
-    const raw = entry.load((n) => readChecked(checkpoint, n));
+    let raw: RawTensor;
+    try {
+      raw = entry.load((n) => readChecked(checkpoint, n));
+    } catch (e) {
+      // Mapping errors know the tensor but not which shard holds it: add the file.
+      if (e instanceof MoepressError && !e.file && e.tensor && checkpoint.has(e.tensor)) {
+        throw new MoepressError(e.detail, { file: checkpoint.info(e.tensor).file, tensor: e.tensor });
+      }
+      throw e;
+    }
     const want = expectedShape(config, entry.name);
     if (want && (want.length !== raw.shape.length || want.some((d, j) => d !== raw.shape[j]))) {
       throw new MoepressError(`shape [${raw.shape}] does not match config.json, which implies [${want}] for canonical '${entry.name}'`, { file: join(dir, 'model.safetensors.index.json'), tensor: entry.hub.join(', ') });

@@ -1,0 +1,59 @@
+/** moepress bench [--json] [--quick]: kernel GFLOP/s and engine tokens/s on this machine, side by side. */
+import { existsSync } from 'node:fs';
+import { basename } from 'node:path';
+import { resolve } from 'node:path';
+import os from 'node:os';
+import { benchGemm } from '../tensor/gemm-bench.js';
+import { loadModel } from '../runtime/load-model.js';
+import { perplexity } from '../runtime/perplexity.js';
+import { loadTokenizer } from '../runtime/tokenizer.js';
+import { Transformer } from '../runtime/transformer.js';
+import { generate } from '../runtime/generate.js';
+import { parse } from './args.js';
+import { grid } from './format.js';
+import { readText } from './eval.js';
+
+interface EngineResult {
+  fixture: string;
+  evalTokensPerSecond: number;
+  evalWindows: number;
+  perplexity: number;
+  decodeTokensPerSecond: number;
+}
+
+async function benchEngine(dir: string, text: string, windows: number): Promise<EngineResult> {
+  const m = loadModel(dir);
+  const engine = new Transformer(m.config, m.weights);
+  const ids = loadTokenizer(dir).encode(text);
+  const r = await perplexity(engine, ids, { windows });
+  const t0 = performance.now();
+  let n = 0;
+  for await (const _ of generate(engine, ids.slice(0, 16), { maxTokens: 32 })) n++;
+  return { fixture: basename(dir), evalTokensPerSecond: r.tokensPerSecond, evalWindows: r.windows, perplexity: r.perplexity, decodeTokensPerSecond: n / ((performance.now() - t0) / 1000) };
+}
+
+export async function benchCommand(argv: string[]): Promise<void> {
+  const p = parse(argv, { json: { type: 'boolean' }, quick: { type: 'boolean' }, shared: { type: 'string' } });
+  const quick = p.flag('quick');
+  const shared = resolve(p.str('shared') ?? '../shared');
+  const gemm = await benchGemm({ seconds: quick ? 0.2 : 1 });
+  const engines: EngineResult[] = [];
+  const textFile = resolve(shared, 'corpus/test.txt');
+  if (existsSync(textFile)) {
+    const text = readText(textFile);
+    for (const f of ['mixtral', 'olmoe', 'dense']) {
+      const dir = resolve(shared, 'fixtures', f);
+      if (existsSync(dir)) engines.push(await benchEngine(dir, text, quick ? 4 : 16));
+    }
+  }
+  const machine = { cpus: os.cpus().length, cpu: os.cpus()[0]?.model ?? 'unknown', memoryBytes: os.totalmem(), node: process.version };
+  if (p.flag('json')) {
+    process.stdout.write(JSON.stringify({ machine, gemm, engines }, null, 2) + '\n');
+    return;
+  }
+  process.stdout.write(`machine: ${machine.cpu}, ${machine.cpus} cores, ${(machine.memoryBytes / 2 ** 30).toFixed(0)} GiB, Node ${machine.node}\n\n`);
+  process.stdout.write(grid(['GEMM backend', 'M', 'N', 'K', 'GFLOP/s', 'ms/call'], gemm.map((g) => [g.backend, String(g.M), String(g.N), String(g.K), g.gflops.toFixed(1), g.msPerCall.toFixed(3)])) + '\n\n');
+  if (engines.length) {
+    process.stdout.write(grid(['fixture', 'eval tokens/s', 'windows', 'perplexity', 'decode tokens/s'], engines.map((e) => [e.fixture, e.evalTokensPerSecond.toFixed(0), String(e.evalWindows), e.perplexity.toFixed(3), e.decodeTokensPerSecond.toFixed(1)])) + '\n');
+  }
+}
