@@ -23,7 +23,7 @@ interface EngineResult {
 
 async function benchEngine(dir: string, text: string, windows: number): Promise<EngineResult> {
   const m = loadModel(dir);
-  const engine = new Transformer(m.config, m.weights);
+  const engine = new Transformer(m.config, m.weights, m.banks);
   const ids = loadTokenizer(dir).encode(text);
   const r = await perplexity(engine, ids, { windows });
   const t0 = performance.now();

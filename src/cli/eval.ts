@@ -31,7 +31,7 @@ export async function evalCommand(argv: string[]): Promise<void> {
   const text = readText(p.req('text'));
   const model = loadModel(dir, { onProgress: progress });
   const ids = loadTokenizer(dir).encode(text);
-  const engine = new Transformer(model.config, model.weights);
+  const engine = new Transformer(model.config, model.weights, model.banks);
   const r = await perplexity(engine, ids, { windows: p.int('windows'), topK: p.int('top-k'), batch: p.int('batch'), onProgress: progress });
   progress.end();
   const topK = p.int('top-k') ?? model.config.moe?.routing.topK ?? null;

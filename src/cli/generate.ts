@@ -24,7 +24,7 @@ export async function generateCommand(argv: string[]): Promise<void> {
   const tok = loadTokenizer(dir);
   const prompt = tok.encode(p.req('prompt'));
   if (prompt.length === 0) throw new UsageError('--prompt must not be empty');
-  const engine = new Transformer(model.config, model.weights);
+  const engine = new Transformer(model.config, model.weights, model.banks);
   const ids: number[] = [];
   let printed = '';
   const t0 = performance.now();

@@ -13,6 +13,11 @@ commands:
        [--top-k K] [--batch B] [--json]
   generate MODEL --prompt TEXT                 text generation with a KV cache
        [--max-tokens N] [--temperature T] [--top-p P] [--seed S] [--json]
+  compress MODEL --out DIR --method M --budget B  compress the routed experts to a fraction of bf16
+       [--base mean|median|aligned|expert:N] [--base-from DENSE_DIR] [--layers 0,2-5]
+       [--seed S] [--align-iters N] [--resume] [--overwrite] [--json]
+       methods: ders-drop ders-magnitude ders-quant resmoe-prune resmoe-svd prune svd quant merge
+  restore DIR --out DENSE_DIR [--dtype bf16|f16|f32]  a plain hub-layout checkpoint again
   bench [--json] [--quick]                     kernel and engine speed on this machine
 
 MODEL is a Hugging Face model directory (config.json, safetensors shards, tokenizer.json).
@@ -22,6 +27,8 @@ const commands: Record<string, () => Promise<(argv: string[]) => Promise<void>>>
   inspect: async () => (await import('./inspect.js')).inspectCommand,
   eval: async () => (await import('./eval.js')).evalCommand,
   generate: async () => (await import('./generate.js')).generateCommand,
+  compress: async () => (await import('./compress.js')).compressCommand,
+  restore: async () => (await import('./restore.js')).restoreCommand,
   bench: async () => (await import('./bench.js')).benchCommand,
 };
 

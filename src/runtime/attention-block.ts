@@ -1,6 +1,7 @@
 /** One layer's self-attention: projections, QK-norm, RoPE, KV cache, causal attention, output projection. */
 import type { ModelConfig } from '../models/canonical.js';
 import { attend } from '../tensor/attention.js';
+import { attendBatch } from '../tensor/attention-ort.js';
 import { linear } from '../tensor/gemm.js';
 import { rmsNorm } from '../tensor/norm.js';
 import { applyRope, type RopeTables } from '../tensor/rope.js';
@@ -102,22 +103,26 @@ export async function attentionBlock(cfg: ModelConfig, w: Weights, l: number, h:
   const positions = new Int32Array(T);
   for (let t = 0; t < T; t++) positions[t] = pos0 + (t % S);
   const { q, k, v } = await projectQKV(cfg, w, p, h, T, d, positions, rope);
-  const out = new Float32Array(T * d.heads * d.dv);
   const params = {
     ...d,
     scale: cfg.attention.scale,
     window: cfg.layers[l].slidingWindow,
     sinks: cfg.attention.sinks ? w.get(`${p}.sinks`).data : null,
   };
-  const qRow = d.heads * d.dk;
-  const kRow = d.kvHeads * d.dk;
-  const vRow = d.kvHeads * d.dv;
-  const oRow = d.heads * d.dv;
+  let out: Float32Array; // [T, NH, dv]
   if (cache) {
     if (B !== 1) throw new Error('attentionBlock: a KV cache holds one sequence (B = 1)');
     cache.write(l, k, v, S);
-    attend(q, cache.k[l], cache.v[l], S, { ...params, qPos0: pos0 }, out);
+    out = attend(q, cache.k[l], cache.v[l], S, { ...params, qPos0: pos0 });
+  } else if (params.sinks === null) {
+    // All B windows in one ORT call (attendBatch handles neither sinks nor a cache).
+    out = await attendBatch(q, k, v, B, S, params);
   } else {
+    out = new Float32Array(T * d.heads * d.dv);
+    const qRow = d.heads * d.dk;
+    const kRow = d.kvHeads * d.dk;
+    const vRow = d.kvHeads * d.dv;
+    const oRow = d.heads * d.dv;
     for (let b = 0; b < B; b++) {
       const ob = out.subarray(b * S * oRow, (b + 1) * S * oRow);
       attend(q.subarray(b * S * qRow), k.subarray(b * S * kRow), v.subarray(b * S * vRow), S, { ...params, qPos0: 0 }, ob);

@@ -3,7 +3,8 @@
  * reads stacked canonical weights; compressed formats provide their own banks with the same interface.
  */
 import type { MoeConfig } from '../models/canonical.js';
-import { swiglu, swigluOai } from '../tensor/activation.js';
+import { swigluOai } from '../tensor/activation.js';
+import { swigluFfn } from '../tensor/ffn-ort.js';
 import { linear } from '../tensor/gemm.js';
 
 export interface ExpertBank {
@@ -38,10 +39,11 @@ export function expertActivation(moe: MoeConfig): Activation {
 
 /** x: [n, H] -> [n, H]. */
 export async function ffnForward(f: FfnWeights, x: Float32Array, n: number, act: Activation): Promise<Float32Array> {
+  // Plain SwiGLU runs as one fused ORT graph; the clamped GPT-OSS variant keeps the three calls.
+  if (act.kind === 'swiglu') return swigluFfn(x, f.gate, f.up, f.down, n, f.H, f.F, { gate: f.gateBias, up: f.upBias, down: f.downBias });
   const g = await linear(x, f.gate, n, f.F, f.H, f.gateBias);
   const u = await linear(x, f.up, n, f.F, f.H, f.upBias);
-  if (act.kind === 'swiglu') swiglu(g, u, g);
-  else swigluOai(g, u, g, act.alpha, act.limit);
+  swigluOai(g, u, g, act.alpha, act.limit);
   return linear(g, f.down, n, f.H, f.F, f.downBias);
 }
 

@@ -13,6 +13,11 @@ import type { ProgressFn } from '../progress.js';
 import { toFloat32 } from '../tensor/convert.js';
 import { expectedShape } from './shapes.js';
 import { Weights } from './weights.js';
+import { isCompressedDir, readManifest, type Manifest } from '../compress/format.js';
+import { isExpertWeight } from '../compress/experts-io.js';
+import { CompressedExpertBank } from './compressed-bank.js';
+import { denseBanks } from './transformer.js';
+import { expertActivation, type ExpertBank } from './experts.js';
 
 export interface ModelSource {
   dir: string;
@@ -60,12 +65,19 @@ export interface LoadOptions {
 
 export interface LoadedModel extends ModelSource {
   weights: Weights;
+  /** Per layer: the routed experts (dense or compressed), null for dense-FFN layers. */
+  banks: (ExpertBank | null)[];
+  /** The manifest when the directory is a moepress compressed checkpoint. */
+  manifest: Manifest | null;
 }
 
 export function loadModel(dir: string, opts: LoadOptions = {}): LoadedModel {
   const src = openModel(dir);
   const { config, arch, checkpoint } = src;
-  const entries = arch.canonicalEntries(config, (n) => checkpoint.has(n));
+  const manifest = isCompressedDir(dir) ? readManifest(dir) : null;
+  const compressed = new Map((manifest?.layers ?? []).map((r) => [r.layer, r]));
+  // Compressed layers keep their experts in moepress tensors, not under hub names.
+  const entries = arch.canonicalEntries(config, (n) => checkpoint.has(n)).filter((e) => !(e.layer !== null && compressed.has(e.layer) && isExpertWeight(e.name)));
   const weights = new Weights(new Map());
   entries.forEach((entry, i) => {
     let raw: RawTensor;
@@ -86,5 +98,11 @@ export function loadModel(dir: string, opts: LoadOptions = {}): LoadedModel {
     weights.set(entry.name, { shape: raw.shape, data: toFloat32(raw, entry.name) });
     opts.onProgress?.({ task: 'load', done: i + 1, total: entries.length, unit: 'tensors', detail: entry.name });
   });
-  return { ...src, weights };
+  const dense = denseBanks(config, weights, (l) => !compressed.has(l));
+  const banks = dense.map((b, l) => {
+    const rec = compressed.get(l);
+    if (!rec || !config.moe) return b;
+    return new CompressedExpertBank(rec, config.moe.intermediate, config.hidden, (n) => checkpoint.read(n), expertActivation(config.moe));
+  });
+  return { ...src, weights, banks, manifest };
 }

@@ -16,9 +16,9 @@ export interface RunOptions {
 }
 
 /** Dense banks over the canonical stacked expert tensors of every MoE layer (null for dense layers). */
-export function denseBanks(cfg: ModelConfig, w: Weights): (ExpertBank | null)[] {
+export function denseBanks(cfg: ModelConfig, w: Weights, include: (layer: number) => boolean = () => true): (ExpertBank | null)[] {
   return cfg.layers.map((spec, l) => {
-    if (spec.ffn !== 'moe' || !cfg.moe) return null;
+    if (spec.ffn !== 'moe' || !cfg.moe || !include(l)) return null;
     const p = `layers.${l}.moe.experts`;
     return new DenseExpertBank(cfg.moe.experts, cfg.moe.intermediate, cfg.hidden, {
       gate: w.get(`${p}.gate`).data,

@@ -1,0 +1,184 @@
+/**
+ * compress: stream a model layer by layer through a method and write a compressed checkpoint.
+ * Output goes to `${out}.partial/`, one experts file + record per finished layer, so a killed run
+ * leaves nothing at `out` and `resume` continues from the finished layers; the directory is renamed
+ * into place only when complete.
+ */
+import { copyFileSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { Checkpoint, INDEX_FILE, writeCheckpoint } from '../io/checkpoint.js';
+import type { RawTensor } from '../io/dtype.js';
+import { MoepressError } from '../io/errors.js';
+import { writeSafetensors } from '../io/safetensors-writer.js';
+import type { ProgressFn } from '../progress.js';
+import { loadModel, openModel, type ModelSource } from '../runtime/load-model.js';
+import { expertHubNames, readLayerExperts } from './experts-io.js';
+import { expertsFile, FORMAT, FORMAT_VERSION, MANIFEST_FILE, packageVersion, type Manifest } from './format.js';
+import { LayerStore, type BaseKind, type MethodOptions } from './method.js';
+import { methodByName } from './methods/index.js';
+import type { LayerRecord } from './parts.js';
+
+export interface CompressRequest {
+  model: string;
+  out: string;
+  method: string;
+  budget: number;
+  seed?: number;
+  base?: BaseKind;
+  /** The dense model the MoE was upcycled from (delta family base). */
+  baseFrom?: string;
+  /** Layers to compress (default: every MoE layer). */
+  layers?: number[];
+  alignIters?: number;
+  resume?: boolean;
+  overwrite?: boolean;
+  onProgress?: ProgressFn;
+}
+
+/** Files copied unchanged next to the weights. */
+const SIDE_FILES = ['config.json', 'tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'generation_config.json'];
+
+function runKey(req: CompressRequest, layers: number[]): string {
+  return JSON.stringify({ model: resolve(req.model), method: req.method, budget: req.budget, seed: req.seed ?? 0, base: req.base ?? 'mean', baseFrom: req.baseFrom ?? null, layers, alignIters: req.alignIters ?? 8 });
+}
+
+function denseBaseFor(dir: string, layer: number, I: number, H: number) {
+  const dense = loadModel(dir);
+  const get = (m: string) => {
+    const t = dense.weights.get(`layers.${layer}.mlp.${m}`);
+    const want = m === 'down' ? [H, I] : [I, H];
+    if (t.shape[0] !== want[0] || t.shape[1] !== want[1]) {
+      throw new MoepressError(`--base-from layer ${layer} mlp.${m} has shape [${t.shape}], but the experts are [${want}]`, { file: dir });
+    }
+    return t.data;
+  };
+  return { gate: get('gate'), up: get('up'), down: get('down') };
+}
+
+export async function compress(req: CompressRequest): Promise<Manifest> {
+  const src = openModel(req.model);
+  const cfg = src.config;
+  if (!cfg.moe) throw new MoepressError(`model_type '${cfg.modelType}' has no routed experts to compress`, { file: join(req.model, 'config.json') });
+  const method = methodByName(req.method);
+  const { experts: E, intermediate: I } = cfg.moe;
+  const H = cfg.hidden;
+  const moeLayers = cfg.layers.flatMap((l, i) => (l.ffn === 'moe' ? [i] : []));
+  const layers = req.layers ?? moeLayers;
+  for (const l of layers) if (!moeLayers.includes(l)) throw new MoepressError(`--layers: layer ${l} is not a MoE layer (MoE layers: ${moeLayers.join(', ')})`);
+  if (!(req.budget > 0 && req.budget <= 1)) throw new MoepressError(`--budget must be in (0, 1], the fraction of bf16 expert bytes to keep; got ${req.budget}`);
+  const base = req.base ?? 'mean';
+  method.check(E, I, H, req.budget, { base, denseBase: req.baseFrom ? { gate: new Float32Array(0), up: new Float32Array(0), down: new Float32Array(0) } : null });
+
+  const out = resolve(req.out);
+  if (existsSync(out) && !req.overwrite) throw new MoepressError('output directory already exists; choose another --out or pass --overwrite', { file: out });
+  const partial = `${out}.partial`;
+  const key = runKey(req, layers);
+  const keyFile = join(partial, 'run.json');
+  if (existsSync(partial)) {
+    if (!req.resume) throw new MoepressError('an interrupted run left this directory; pass --resume to continue it or delete it', { file: partial });
+    if (!existsSync(keyFile) || readFileSync(keyFile, 'utf8') !== key) throw new MoepressError('--resume: the interrupted run used different options (model, method, budget, seed, base or layers)', { file: partial });
+  } else {
+    mkdirSync(partial, { recursive: true });
+    writeFileSync(keyFile, key);
+  }
+
+  const records: LayerRecord[] = [];
+  const seed = req.seed ?? 0;
+  for (const [i, layer] of layers.entries()) {
+    const recFile = join(partial, `layer-${layer}.json`);
+    if (existsSync(recFile) && existsSync(join(partial, expertsFile(layer)))) {
+      records.push(JSON.parse(readFileSync(recFile, 'utf8')));
+    } else {
+      const x = readLayerExperts(src, layer);
+      const opts: MethodOptions = { budget: req.budget, seed, base, denseBase: req.baseFrom ? denseBaseFor(req.baseFrom, layer, I, H) : null, alignIters: req.alignIters ?? 8, onProgress: req.onProgress };
+      const store = new LayerStore(layer);
+      const rec = await method.compressLayer(x, store, opts);
+      writeAtomic(join(partial, expertsFile(layer)), (tmp) => writeSafetensors(tmp, store.tensors, { format: 'pt', moepress: 'experts' }));
+      writeAtomic(recFile, (tmp) => writeFileSync(tmp, JSON.stringify(rec)));
+      records.push(rec);
+    }
+    req.onProgress?.({ task: 'compress', done: i + 1, total: layers.length, unit: 'layers', detail: `layer ${layer}` });
+  }
+  const manifest = finish(src, req, partial, layers, records);
+  src.checkpoint.close();
+  if (existsSync(out)) rmSync(out, { recursive: true, force: true });
+  renameSync(partial, out);
+  return manifest;
+}
+
+function writeAtomic(file: string, write: (tmp: string) => void): void {
+  const tmp = `${file}.tmp`;
+  write(tmp);
+  renameSync(tmp, file);
+}
+
+/** Copy the untouched tensors and side files, write the index and manifest. */
+function finish(src: ModelSource, req: CompressRequest, dir: string, layers: number[], records: LayerRecord[]): Manifest {
+  const skip = expertHubNames(src, layers);
+  const ck = src.checkpoint;
+  const restNames = ck.names().filter((n) => !skip.has(n));
+  const dtypes = new Set(ck.names().map((n) => ck.info(n).dtype));
+  function* rest(): Generator<[string, RawTensor]> {
+    for (const n of restNames) yield [n, ck.read(n)];
+  }
+  const written = writeCheckpoint(dir, rest(), { prefix: 'rest' });
+  const weightMap: Record<string, string> = {};
+  const restCk = Checkpoint.open(dir);
+  for (const n of restNames) weightMap[n] = restCk.info(n).file.split('/').pop()!;
+  restCk.close();
+  let total = written.totalSize;
+  for (const r of records) {
+    const file = expertsFile(r.layer);
+    for (const n of tensorNames(r)) weightMap[n] = file;
+    total += r.storedBytes;
+  }
+  writeFileSync(join(dir, INDEX_FILE), JSON.stringify({ metadata: { total_size: total, format: FORMAT }, weight_map: Object.fromEntries(Object.entries(weightMap).sort()) }, null, 2));
+  for (const f of SIDE_FILES) if (existsSync(join(src.dir, f))) copyFileSync(join(src.dir, f), join(dir, f));
+  const stored = records.reduce((s, r) => s + r.storedBytes, 0);
+  const reference = records.reduce((s, r) => s + r.referenceBytes, 0);
+  const perFile = new Map<string, number>();
+  for (const n of ck.names()) perFile.set(ck.info(n).file, (perFile.get(ck.info(n).file) ?? 0) + ck.info(n).byteLength);
+  const manifest: Manifest = {
+    format: FORMAT,
+    version: FORMAT_VERSION,
+    method: req.method,
+    budget: req.budget,
+    seed: req.seed ?? 0,
+    options: { base: req.base ?? 'mean', baseFrom: req.baseFrom ?? null, layers, alignIters: req.alignIters ?? 8 },
+    source: {
+      dir: resolve(src.dir),
+      modelType: src.config.modelType,
+      family: src.config.family,
+      expertLayout: src.config.expertLayout ?? 'per-expert',
+      dtype: [...dtypes].join(','),
+      shardFiles: perFile.size,
+      shardBytes: Math.max(...perFile.values()),
+    },
+    bytes: { stored, reference, fraction: reference ? stored / reference : 0 },
+    layers: records,
+    moepressVersion: packageVersion(),
+  };
+  writeFileSync(join(dir, MANIFEST_FILE), JSON.stringify(manifest, null, 2));
+  for (const r of records) rmSync(join(dir, `layer-${r.layer}.json`), { force: true });
+  rmSync(join(dir, 'run.json'), { force: true });
+  return manifest;
+}
+
+/** Every stored tensor a layer record refers to. */
+export function tensorNames(r: LayerRecord): string[] {
+  const names = new Set<string>();
+  for (const e of r.experts) {
+    for (const parts of [e.gate, e.up, e.down]) {
+      for (const p of parts) {
+        if (p.kind === 'dense' || p.kind === 'quant') names.add(p.ref);
+        else if (p.kind === 'lowrank') [p.left, p.right].forEach((n) => names.add(n));
+        else {
+          names.add(p.values);
+          if (p.index.kind !== 'seeded') names.add(p.index.ref);
+        }
+      }
+    }
+  }
+  for (const p of r.perms ?? []) names.add(p);
+  return [...names];
+}

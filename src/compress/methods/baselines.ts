@@ -1,0 +1,68 @@
+/**
+ * Baselines users compare against: per-matrix magnitude pruning, per-matrix truncated SVD at rank
+ * budget·I·H/(I+H), and round-to-nearest int-k with group-wise scales. No shared base.
+ */
+import { fromFloat32 } from '../../tensor/convert.js';
+import { lowRank } from '../../tensor/svd.js';
+import { budgetError, expertMatrix, type LayerExperts, type LayerStore, type Method, type MethodOptions } from '../method.js';
+import { MATRICES, matrixShape, type ExpertParts } from '../parts.js';
+import { storedBytes } from '../quant/codec.js';
+import { chooseCodec, minimumBudget } from '../quant/select.js';
+import { makeRecord } from './record.js';
+import { sparseCapacity, storeTopMagnitude } from './store-helpers.js';
+
+type Kind = 'prune' | 'svd' | 'quant';
+
+function svdRank(I: number, H: number, budget: number): number {
+  return Math.floor((budget * I * H) / (I + H));
+}
+
+async function compressBaseline(kind: Kind, x: LayerExperts, store: LayerStore, opts: MethodOptions) {
+  const parts: ExpertParts[] = Array.from({ length: x.E }, () => ({ gate: [], up: [], down: [] }));
+  const n = x.I * x.H;
+  const choices: Record<string, unknown> = {};
+  const codec = kind === 'quant' ? chooseCodec(opts.budget, { rtn: true, n }) : null;
+  const rank = svdRank(x.I, x.H, opts.budget);
+  const count = sparseCapacity(n, Math.floor(opts.budget * 2 * n));
+  if (codec) choices.codec = codec.id;
+  if (kind === 'svd') choices.rank = rank;
+  if (kind === 'prune') choices.density = count / n;
+  for (const m of MATRICES) {
+    const [out, inp] = matrixShape(m, x.I, x.H);
+    for (let e = 0; e < x.E; e++) {
+      const w = expertMatrix(x, m, e);
+      if (kind === 'prune') parts[e][m].push(storeTopMagnitude(store, `e${e}.${m}`, w, count));
+      else if (kind === 'quant') {
+        const ref = store.put(`e${e}.${m}.q`, { dtype: 'U8', shape: [storedBytes(codec!, n)], data: codec!.quantize(w) });
+        parts[e][m].push({ kind: 'quant', codec: codec!.id, ref });
+      } else {
+        const f = await lowRank(w, out, inp, rank, { seed: opts.seed + e });
+        const left = store.put(`e${e}.${m}.left`, { dtype: 'BF16', shape: [out, rank], data: fromFloat32(f.left, 'BF16') });
+        const right = store.put(`e${e}.${m}.right`, { dtype: 'BF16', shape: [rank, inp], data: fromFloat32(f.right, 'BF16') });
+        parts[e][m].push({ kind: 'lowrank', left, right, rank, transposed: false });
+      }
+    }
+  }
+  return makeRecord(x, store, kind, parts, null, choices);
+}
+
+const checks: Record<Kind, (E: number, I: number, H: number, budget: number) => void> = {
+  prune: (_E, I, H, b) => {
+    if (sparseCapacity(I * H, Math.floor(b * 2 * I * H)) < 1) throw budgetError('prune', b, 1 / 16, 'a bitmask of positions');
+  },
+  svd: (_E, I, H, b) => {
+    if (svdRank(I, H, b) < 1) throw budgetError('svd', b, (I + H) / (I * H), 'rank 1 per matrix');
+  },
+  quant: (_E, _I, _H, b) => {
+    const min = minimumBudget({ rtn: true });
+    if (b < min) throw budgetError('quant', b, min, 'the cheapest round-to-nearest codec');
+  },
+};
+
+function baseline(kind: Kind, summary: string): Method {
+  return { name: kind, summary, check: checks[kind], compressLayer: (x, s, o) => compressBaseline(kind, x, s, o) };
+}
+
+export const prune = baseline('prune', 'baseline: keep the largest-magnitude weights of each expert matrix');
+export const svd = baseline('svd', 'baseline: truncated SVD of each expert matrix at rank budget·I·H/(I+H)');
+export const quant = baseline('quant', 'baseline: round-to-nearest int-k with group-wise scales');
