@@ -110,12 +110,16 @@ export function seededWeights(cfg: ModelConfig, seed: number): Map<string, { sha
  * names by the family's architecture. Returns the directory and the canonical weights (as stored,
  * i.e. after rounding) for references.
  */
-export function writeTinyModel(configJson: Record<string, unknown>, opts: { seed?: number; dtype?: 'BF16' | 'F16' | 'F32'; shardBytes?: number; dir?: string } = {}) {
+export function writeTinyModel(
+  configJson: Record<string, unknown>,
+  opts: { seed?: number; dtype?: 'BF16' | 'F16' | 'F32'; shardBytes?: number; dir?: string; edit?: (w: Map<string, { shape: number[]; data: Float32Array }>, cfg: ModelConfig) => void } = {},
+) {
   const dir = opts.dir ?? mkdtempSync(join(os.tmpdir(), 'moepress-tiny-'));
   const arch = architectureFor(configJson.model_type as string, 'config.json');
   const cfg = arch.parseConfig(configJson, 'config.json');
   const dtype = opts.dtype ?? 'F32';
   const weights = seededWeights(cfg, opts.seed ?? 1);
+  opts.edit?.(weights, cfg);
   const raw = new Map<string, RawTensor>();
   for (const [name, t] of weights) {
     const bytes = fromFloat32(t.data, dtype);
