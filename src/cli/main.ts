@@ -17,8 +17,12 @@ commands:
        [--base mean|median|aligned|expert:N] [--base-from DENSE_DIR] [--layers 0,2-5]
        [--seed S] [--align-iters N] [--resume] [--overwrite] [--json]
        methods: ders-drop ders-magnitude ders-quant resmoe-prune resmoe-svd prune svd quant merge
+  analyze MODEL [--base-from DENSE_DIR]        expert similarity and the compression family to use
+       [--layers 0,2-5] [--seed S] [--align-iters N] [--json]
   restore DIR --out DENSE_DIR [--dtype bf16|f16|f32]  a plain hub-layout checkpoint again
   bench [--json] [--quick]                     kernel and engine speed on this machine
+  bench-quality [--fixtures mixtral,olmoe] [--methods …] [--budgets …] [--windows N] [--json]
+                                              perplexity vs stored bytes for every method and budget
 
 MODEL is a Hugging Face model directory (config.json, safetensors shards, tokenizer.json).
 `;
@@ -28,7 +32,9 @@ const commands: Record<string, () => Promise<(argv: string[]) => Promise<void>>>
   eval: async () => (await import('./eval.js')).evalCommand,
   generate: async () => (await import('./generate.js')).generateCommand,
   compress: async () => (await import('./compress.js')).compressCommand,
+  analyze: async () => (await import('./analyze.js')).analyzeCommand,
   restore: async () => (await import('./restore.js')).restoreCommand,
+  'bench-quality': async () => (await import('./bench-quality.js')).benchQualityCommand,
   bench: async () => (await import('./bench.js')).benchCommand,
 };
 

@@ -1,0 +1,78 @@
+/**
+ * Quality sweep: every method at every budget on a model, perplexity vs stored bytes, measured with
+ * the evaluation protocol (perplexity.ts). Compressed models go to a temporary directory.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import { join } from 'node:path';
+import { MoepressError } from '../io/errors.js';
+import type { ProgressFn } from '../progress.js';
+import { loadModel } from '../runtime/load-model.js';
+import { perplexity } from '../runtime/perplexity.js';
+import { Transformer } from '../runtime/transformer.js';
+import { compress } from './compress.js';
+
+export interface SweepRow {
+  model: string;
+  method: string;
+  budget: number;
+  /** Fraction of bf16 expert bytes actually stored (null: the method refused this budget). */
+  stored: number | null;
+  perplexity: number | null;
+  /** Perplexity relative to the uncompressed model, in percent. */
+  lossPercent: number | null;
+  compressSeconds: number | null;
+  note?: string;
+}
+
+export interface SweepOptions {
+  methods: string[];
+  budgets: number[];
+  ids: number[];
+  windows: number;
+  seed?: number;
+  onProgress?: ProgressFn;
+  /** Called with each row as it is measured. */
+  onRow?: (r: SweepRow) => void;
+}
+
+async function ppl(dir: string, ids: number[], windows: number): Promise<number> {
+  const m = loadModel(dir);
+  return (await perplexity(new Transformer(m.config, m.weights, m.banks), ids, { windows })).perplexity;
+}
+
+export async function qualitySweep(model: string, name: string, opts: SweepOptions): Promise<SweepRow[]> {
+  const rows: SweepRow[] = [];
+  const base = await ppl(model, opts.ids, opts.windows);
+  const push = (r: SweepRow) => {
+    rows.push(r);
+    opts.onRow?.(r);
+  };
+  push({ model: name, method: 'original', budget: 1, stored: 1, perplexity: base, lossPercent: 0, compressSeconds: 0 });
+  const tmp = mkdtempSync(join(os.tmpdir(), 'moepress-sweep-'));
+  const total = opts.methods.length * opts.budgets.length;
+  let done = 0;
+  try {
+    for (const method of opts.methods) {
+      for (const budget of opts.budgets) {
+        const out = join(tmp, `${method}-${budget}`);
+        const t0 = performance.now();
+        try {
+          const m = await compress({ model, out, method, budget, seed: opts.seed ?? 0 });
+          const secs = (performance.now() - t0) / 1000;
+          const p = await ppl(out, opts.ids, opts.windows);
+          push({ model: name, method, budget, stored: m.bytes.fraction, perplexity: p, lossPercent: 100 * (p / base - 1), compressSeconds: secs });
+        } catch (e) {
+          if (!(e instanceof MoepressError)) throw e;
+          push({ model: name, method, budget, stored: null, perplexity: null, lossPercent: null, compressSeconds: null, note: e.detail });
+        } finally {
+          rmSync(out, { recursive: true, force: true });
+        }
+        opts.onProgress?.({ task: `sweep ${name}`, done: ++done, total, unit: 'runs', detail: `${method} @ ${budget}` });
+      }
+    }
+  } finally {
+    rmSync(tmp, { recursive: true, force: true });
+  }
+  return rows;
+}
