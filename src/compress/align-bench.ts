@@ -6,9 +6,14 @@
  * σ_e(l) plus Gaussian noise of standard deviation `noise`. Starting from expert 0, the right
  * permutation for expert e is perm[j] = σ_e⁻¹(σ_0(j)).
  *
- * Measured on the 2-core dev machine (ORT GEMM ~100 GFLOP/s), H = 4096 (D = 12288), E = 8,
- * noise 0.1, one iteration, default fast options (d = 256, k = 8, certificate on): see the
- * report that introduced this file; the figures are reproduced in EXACT_MAX_N's comment.
+ * Measured on the 2-core dev machine (shared with other jobs, load 2-4), H = 4096 (D = 12288),
+ * E = 8, noise 0.1, one iteration, default options, seconds:
+ *   I = 2048   exact: total 14.6 (GEMM 11.9, assignment 0.7, other 2.0)
+ *              fast:  total 5.4  (GEMM wait 0.5, assignment 0.04, other 4.9: exact candidate
+ *                     costs 2.4, mean update 1.0, expert sketches 0.9)
+ *   I = 14336  fast:  total 59   (GEMM wait 14, assignment 0.2, other 45: candidate costs 15,
+ *                     mean update 6.8, expert sketches 8.0), planted answer recovered and proven
+ *   I = 14336  exact: one pair 39 (GEMM 35, JV 2.8), so ~320 for the iteration.
  */
 import type { ProgressFn } from '../progress.js';
 import { type AlignMode, type AlignOptions, type AlignResult, alignExpert } from './align/align.js';
@@ -41,6 +46,8 @@ export interface AlignBenchTimings {
   refineMs: number;
   /** Part of otherMs: the barycenter mean update. */
   updateMs: number;
+  /** Part of otherMs: the experts' norms and sketches, computed once per layer (not per iteration). */
+  prepareMs: number;
   totalMs: number;
 }
 
@@ -125,7 +132,7 @@ export async function benchAlignment(opts: AlignBenchOptions): Promise<AlignBenc
   }
   return {
     I, H, E, mode, noise,
-    timings: { gemmMs, assignMs, refineMs, updateMs: it.updateMs, otherMs: totalMs - gemmMs - assignMs, totalMs },
+    timings: { gemmMs, assignMs, refineMs, updateMs: it.updateMs, prepareMs: r.prepareMs, otherMs: totalMs - gemmMs - assignMs, totalMs },
     perExpert: it.alignments.map((a) => ({
       totalMs: a.timings.totalMs, gemmMs: a.timings.gemmMs, assignMs: a.timings.assignMs, refineMs: a.timings.refineMs,
       certified: a.certified, violations: a.violations, edges: a.edges, cost: a.cost, lowerBound: a.lowerBound,
@@ -169,7 +176,7 @@ export async function compareAlignment(x: PointCloud, z: PointCloud, fastOpts: A
     gapOfGainPct: identityCost > exact.cost ? (100 * (fast.cost - exact.cost)) / (identityCost - exact.cost) : 0,
     identical: same / x.n,
     certified: fast.certified,
-    provenGapPct: (100 * (fast.cost - fast.lowerBound)) / fast.cost,
+    provenGapPct: Math.max(0, (100 * (fast.cost - fast.lowerBound)) / fast.cost),
     fast,
   };
 }

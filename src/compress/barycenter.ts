@@ -140,6 +140,8 @@ export interface CloudBarycenter {
   /** Objective F = mean over experts and slots of ‖x_j − z_e,perm_e[j]‖² after each iteration. */
   costHistory: number[];
   history: IterationRecord[];
+  /** Milliseconds spent once per layer on the experts' norms and sketches. */
+  prepareMs: number;
 }
 
 export interface BarycenterResult extends Omit<CloudBarycenter, 'bary'> {
@@ -169,7 +171,9 @@ export async function barycenterOfClouds(clouds: PointCloud[], opts: BarycenterO
   // Norms and sketches of the experts never change: compute them once for every iteration.
   const d = Math.min(alignOpts.sketchDim ?? DEFAULT_SKETCH_DIM, dim);
   const sk = fast && n > 0 ? makeSketch(dim, d, seed) : undefined;
+  const t0 = performance.now();
   const prepared = clouds.map((c) => prepareCloud(c, sk));
+  const prepareMs = performance.now() - t0;
 
   let bary: Float32Array = clouds[0].data.slice();
   let perms: Int32Array[] = clouds.map(() => identity(n));
@@ -201,7 +205,7 @@ export async function barycenterOfClouds(clouds: PointCloud[], opts: BarycenterO
     costHistory.push(upd.objective);
     if (unchanged) { converged = true; break; }
   }
-  return { bary, perms, iters, converged, costHistory, history };
+  return { bary, perms, iters, converged, costHistory, history, prepareMs };
 }
 
 function identity(n: number): Int32Array {

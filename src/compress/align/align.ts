@@ -10,13 +10,22 @@
  *      keep the k best columns per row, plus the fallback permutation's edge (so a perfect
  *      matching always exists among the candidates);
  *   3. exact float64 costs on those n(k+1) edges, exact sparse assignment over them;
- *   4. certify: LB_ij = ‖x‖² + ‖z‖² − 2(Qx·Qz + ‖r_x‖‖r_z‖) ≤ ‖x_i − z_j‖² for every pair
- *      (Cauchy–Schwarz on the residuals r = x − QᵀQx), so with the sparse duals (u, v),
- *      u'_i = min(u_i, min over non-candidates of LB_ij − v_j) is dual feasible for the full
- *      problem and Σu' + Σv is a proven lower bound on the optimum. If no non-candidate edge
- *      violates u_i + v_j ≤ LB_ij the answer is exactly optimal; otherwise the violating edges
- *      are added and the sparse problem re-solved (a few rounds), and the final bound is
- *      reported either way.
+ *   4. price and certify, one more [n, d]·[d, n] pass with the sparse duals (u, v):
+ *      LB_ij = ‖x‖² + ‖z‖² − 2(Qx·Qz + ‖r_x‖‖r_z‖) ≤ ‖x_i − z_j‖² for every pair (Cauchy–Schwarz
+ *      on the residuals r = x − QᵀQx), so u'_i = min(u_i, min over non-candidates of LB_ij − v_j)
+ *      is dual feasible for the full problem and Σu' + Σv is a proven lower bound on the
+ *      optimum. No non-candidate pair with u_i + v_j > LB_ij: the answer is exactly optimal.
+ *      Otherwise the pairs whose estimated reduced cost is negative (column generation) join
+ *      the candidates and the sparse problem is re-solved, for a few rounds.
+ *
+ * When fast mode works: the certificate needs matched pairs to be closer than about d/D of the
+ * typical distance, which holds for experts that are noisy permutations of each other (noise
+ * up to 0.15-0.2 of the weights' scale at d = 256, D = 12288, measured at n = 2048) and then one
+ * round proves the answer; with more noise the planted answer is still found but unproven. For
+ * unrelated experts the optimal partner of a neuron sits deep in its ranking (median rank 32 of
+ * 512 on the trained fixture), no sketch of affordable size resolves it, and fast mode returns
+ * an unproven answer (about a third of the achievable cost reduction lost at n = 2048-4096, see
+ * EXACT_MAX_N); the exact mode is the default up to EXACT_MAX_N for that reason.
  */
 import { lapjv } from '../assignment.js';
 import {
@@ -28,11 +37,15 @@ import { type SparseCost, type SparseLapSolution, balanceDuals, solveSparseAssig
 export type AlignMode = 'exact' | 'fast';
 
 /**
- * Largest n aligned exactly when no mode is given. Measured (align-bench, D = 12288, 2 cores):
- * see the table in align-bench.ts. Up to this size the dense GEMM and LAPJV cost seconds and the
- * answer needs no certificate; above it the n²D GEMM grows past the fast path by ~D/d.
+ * Largest n aligned exactly when no mode is given. Measured with compareAlignment on the 2-core
+ * dev machine (shared, load ~2), D = 12288, one expert pair, exact / fast seconds, the range
+ * over planted-noise and unrelated clouds (unrelated is the high end: JV works hardest there):
+ *   n = 2048: 0.76-1.34 / 0.56-1.29    n = 4096: 2.9-6.5 / 1.3-4.0    n = 14336: 39 / 7.0
+ * Up to 4096 exact costs at most ~2.5x fast and gives the true optimum where fast mode cannot
+ * (it lost 36-39% of the achievable reduction on unrelated clouds); that covers the
+ * fine-grained MoEs (I ≤ 2880). Beyond it the n²D GEMM dominates (35 s of the 39 at 14336).
  */
-export const EXACT_MAX_N = 2048;
+export const EXACT_MAX_N = 4096;
 export const DEFAULT_SKETCH_DIM = 256;
 export const DEFAULT_CANDIDATES = 8;
 export const DEFAULT_ROUNDS = 3;
@@ -57,7 +70,11 @@ export interface AlignOptions {
 }
 
 export interface AlignTimings {
-  /** ORT GEMMs: the full cost (exact) or the sketch scores and certificate passes (fast). */
+  /**
+   * Waiting for ORT GEMMs (the full cost in exact mode, the sketch scores and certificate passes
+   * in fast mode); the next block's GEMM runs while the current one is scanned, so this is the
+   * part not hidden behind the scans.
+   */
   gemmMs: number;
   /** Dense or sparse LAPJV. */
   assignMs: number;
@@ -75,7 +92,10 @@ export interface AlignResult {
   cost: number;
   /** Proven lower bound on the optimal cost (exact mode: the cost itself). */
   lowerBound: number;
-  /** True when perm is proven optimal (exact mode, or fast mode with no violation left). */
+  /**
+   * True when perm is proven optimal: exact mode (optimal for its float32 cost matrix), or fast
+   * mode with no violation left (against float64 candidate costs and a rigorous sketch bound).
+   */
   certified: boolean;
   mode: AlignMode;
   /** Edges the assignment was solved over (n² for exact). */
@@ -204,25 +224,38 @@ async function topCandidates(
   const cols = new Int32Array(n * (k + 1));
   const top = new TopList(k);
   let nnz = 0;
+  // The row loops live in a plain function: locals of an async function that span an await are
+  // kept in its heap context, which measured 3-5x slower for these 10⁸-iteration loops.
   for await (const [r0, B, g] of gemmRowBlocks(sx.proj, sz.proj, n, n, d, timer)) { // g: [B, n]
-    for (let b = 0; b < B; b++) {
-      const o = b * n;
-      top.reset();
-      for (let j = 0; j < n; j++) {
-        const a = nz[j] - scale * g[o + j];
-        if (a < top.worst) top.push(a, j);
-      }
-      const i = r0 + b;
-      let hasFallback = false;
-      for (let p = 0; p < top.count; p++) {
-        cols[nnz++] = top.col[p];
-        if (top.col[p] === fallback[i]) hasFallback = true;
-      }
-      if (!hasFallback) cols[nnz++] = fallback[i];
-      rowStart[i + 1] = nnz;
-    }
+    nnz = topOfBlock(g, r0, B, nz, scale, top, fallback, rowStart, cols, nnz);
   }
   return { rowStart, cols: cols.slice(0, nnz) };
+}
+
+/** Rows r0 .. r0+B−1 of topCandidates; appends their columns at cols[nnz] and returns the new nnz. */
+function topOfBlock(
+  g: Float32Array, r0: number, B: number, nz: Float64Array, scale: number, top: TopList, fallback: Int32Array,
+  rowStart: Int32Array, cols: Int32Array, nnz: number,
+): number {
+  const n = nz.length;
+  for (let b = 0; b < B; b++) {
+    const o = b * n;
+    top.reset();
+    let worst = top.worst;
+    for (let j = 0; j < n; j++) {
+      const a = nz[j] - scale * g[o + j];
+      if (a < worst) { top.push(a, j); worst = top.worst; }
+    }
+    const i = r0 + b;
+    let hasFallback = false;
+    for (let p = 0; p < top.count; p++) {
+      cols[nnz++] = top.col[p];
+      if (top.col[p] === fallback[i]) hasFallback = true;
+    }
+    if (!hasFallback) cols[nnz++] = fallback[i];
+    rowStart[i + 1] = nnz;
+  }
+  return nnz;
 }
 
 type Solved = SparseLapSolution & { edgeCost: Float64Array };
@@ -294,23 +327,13 @@ async function priceAndCertify(
   const u = sol.rowPrice;
   const v = sol.colPrice;
   const scan = new RowScanner(z, sz, v, (d + 4) * 2 ** -24, (2 * dim) / d, perRow);
-  const priced: number[][] = [];
-  const violating: number[][] = [];
+  const rows = { u: sol.rowPrice, thr: Float64Array.from(u, (ui, i) => ui - nx[i]), rx: sx.residNorm, qx: sx.projNorm };
   let lowerBound = 0;
   for (let j = 0; j < n; j++) lowerBound += v[j];
   for await (const [r0, B, g] of gemmRowBlocks(sx.proj, sz.proj, n, n, d, timer)) { // g: [B, n]
-    for (let b = 0; b < B; b++) {
-      const i = r0 + b;
-      const { rowStart, cols } = edges;
-      for (let e = rowStart[i]; e < rowStart[i + 1]; e++) scan.mark[cols[e]] = 1;
-      // Both tests compare (quantity − ‖x_i‖²) − v_j with u_i − ‖x_i‖².
-      const best = scan.scan(g, b * n, sx.residNorm[i], sx.projNorm[i], u[i] - nx[i]);
-      for (let e = rowStart[i]; e < rowStart[i + 1]; e++) scan.mark[cols[e]] = 0;
-      priced.push(Array.from(scan.price.col.subarray(0, scan.price.count)));
-      violating.push(Array.from(scan.viol.col.subarray(0, scan.viol.count)));
-      lowerBound += Math.min(u[i], best + u[i]);
-    }
+    lowerBound += scan.block(g, r0, B, edges, rows);
   }
+  const { priced, violating } = scan;
   // Violators are worth adding only when the bound is informative (few of them); when nearly
   // every pair violates, the sketch bound is too loose to certify anything at this d.
   const useViolators = scan.violations <= n * perRow;
@@ -332,6 +355,9 @@ class RowScanner {
   readonly price: TopList;
   readonly viol: TopList;
   violations = 0;
+  /** Per row: the columns priced (estimated reduced cost < 0) and the most violating ones. */
+  readonly priced: number[][] = [];
+  readonly violating: number[][] = [];
   private readonly w: Float64Array; // ‖z_j‖² − v_j
   private readonly rz: Float64Array; // ‖r_z‖
   private readonly qz: Float64Array; // γ‖Qz_j‖
@@ -344,6 +370,28 @@ class RowScanner {
     this.mark = new Uint8Array(n);
     this.price = new TopList(perRow, 0);
     this.viol = new TopList(perRow, 0);
+  }
+
+  /**
+   * Rows r0 .. r0+B−1 (g: [B, n] sketch products). Both tests compare (quantity − ‖x_i‖²) − v_j
+   * with thr_i = u_i − ‖x_i‖². Returns Σ over the rows of the certified u'_i.
+   */
+  block(g: Float32Array, r0: number, B: number, edges: Edges,
+    rows: { u: Float64Array; thr: Float64Array; rx: Float64Array; qx: Float64Array }): number {
+    const n = this.w.length;
+    const { mark, price, viol } = this;
+    const { rowStart, cols } = edges;
+    let sum = 0;
+    for (let b = 0; b < B; b++) {
+      const i = r0 + b;
+      for (let e = rowStart[i]; e < rowStart[i + 1]; e++) mark[cols[e]] = 1;
+      const best = this.scan(g, b * n, rows.rx[i], rows.qx[i], rows.thr[i]);
+      for (let e = rowStart[i]; e < rowStart[i + 1]; e++) mark[cols[e]] = 0;
+      this.priced.push(Array.from(price.col.subarray(0, price.count)));
+      this.violating.push(Array.from(viol.col.subarray(0, viol.count)));
+      sum += Math.min(rows.u[i], best + rows.u[i]);
+    }
+    return sum;
   }
 
   /** Row i: g[o + j] = Qx_i·Qz_j. Returns min over non-candidates of LB_ij − v_j − u_i. */

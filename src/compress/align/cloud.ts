@@ -141,7 +141,8 @@ export function prepareCloud(c: PointCloud, sk?: Sketch): PointCloud {
   const withNorms: PointCloud = { ...c, norms };
   if (sk === undefined) return withNorms;
   const cached = c.sketch;
-  const sketch = cached !== undefined && cached.sketch === sk ? cached : sketchCloud(withNorms, sk);
+  const same = cached !== undefined && cached.sketch.d === sk.d && cached.sketch.dim === sk.dim && cached.sketch.seed === sk.seed;
+  const sketch = same ? cached : sketchCloud(withNorms, sk);
   return { ...withNorms, sketch };
 }
 
@@ -183,14 +184,24 @@ export async function denseCost(x: PointCloud, z: PointCloud, timer?: { gemmMs: 
   const nz = normsOf(z);
   const cost = new Float32Array(n * m);
   for await (const [r0, B, g] of gemmRowBlocks(x.data, z.data, n, m, dim, timer)) { // g: [B, m]
-    for (let b = 0; b < B; b++) {
-      const i = r0 + b;
-      const o = b * m;
-      const xi = nx[i];
-      for (let j = 0; j < m; j++) cost[i * m + j] = Math.max(0, xi + nz[j] - 2 * g[o + j]);
-    }
+    distancesOfBlock(g, r0, B, nx, nz, cost);
   }
   return cost;
+}
+
+/**
+ * cost[r0 + b, j] = ‖x‖² + ‖z_j‖² − 2 g[b, j], clamped at 0. A plain function so the loop
+ * variables stay in registers (an async function keeps locals that span an await in its heap
+ * context).
+ */
+function distancesOfBlock(g: Float32Array, r0: number, B: number, nx: Float64Array, nz: Float64Array, cost: Float32Array): void {
+  const m = nz.length;
+  for (let b = 0; b < B; b++) {
+    const o = b * m;
+    const co = (r0 + b) * m;
+    const xi = nx[r0 + b];
+    for (let j = 0; j < m; j++) cost[co + j] = Math.max(0, xi + nz[j] - 2 * g[o + j]);
+  }
 }
 
 /** Naive twin of denseCost: float64 Σ_k (x_ik − z_jk)², [n, n]. */
