@@ -56,6 +56,9 @@ export function sessionOptions(): InferenceSession.SessionOptions {
     interOpNumThreads: 1,
     graphOptimizationLevel: 'all',
     executionMode: 'sequential',
+    // Each cached session has its own worker thread; letting it spin after a run steals the core
+    // the next session (or the JS thread) needs on small machines: measured 2x faster eval on 2 cores.
+    extra: { session: { intra_op: { allow_spinning: '0' } } },
   };
 }
 
