@@ -200,3 +200,13 @@ export async function energy(A: Float32Array, m: number, n: number, rank: number
   const curve = energyCurve(await svdValues(A, m, n, rank, opts), total);
   return Math.min(1, curve[rank - 1]);
 }
+
+/**
+ * Options for compression, where the factors are stored once and quality per byte is what matters:
+ * 4 power iterations and oversampling max(10, r/2). Measured on Gaussian (flat-spectrum, worst case)
+ * matrices, rank-r error / exact-SVD optimum: 512x256 r64 1.0011, r128 1.0001, 256x768 r38 1.0038,
+ * against 1.018, 1.033 and 1.017 with the defaults.
+ */
+export function accurateSvdOptions(rank: number, m: number, n: number, seed: number): TruncatedSvdOptions {
+  return { seed, powerIters: 4, oversample: Math.max(0, Math.min(Math.max(10, Math.ceil(rank / 2)), Math.min(m, n) - rank)) };
+}

@@ -3,7 +3,7 @@
  * budget·I·H/(I+H), and round-to-nearest int-k with group-wise scales. No shared base.
  */
 import { fromFloat32 } from '../../tensor/convert.js';
-import { lowRank } from '../../tensor/svd.js';
+import { accurateSvdOptions, lowRank } from '../../tensor/svd.js';
 import { budgetError, expertMatrix, type LayerExperts, type LayerStore, type Method, type MethodOptions } from '../method.js';
 import { MATRICES, matrixShape, type ExpertParts } from '../parts.js';
 import { storedBytes } from '../quant/codec.js';
@@ -36,7 +36,7 @@ async function compressBaseline(kind: Kind, x: LayerExperts, store: LayerStore, 
         const ref = store.put(`e${e}.${m}.q`, { dtype: 'U8', shape: [storedBytes(codec!, n)], data: codec!.quantize(w) });
         parts[e][m].push({ kind: 'quant', codec: codec!.id, ref });
       } else {
-        const f = await lowRank(w, out, inp, rank, { seed: opts.seed + e });
+        const f = await lowRank(w, out, inp, rank, accurateSvdOptions(rank, out, inp, opts.seed + e));
         const left = store.put(`e${e}.${m}.left`, { dtype: 'BF16', shape: [out, rank], data: fromFloat32(f.left, 'BF16') });
         const right = store.put(`e${e}.${m}.right`, { dtype: 'BF16', shape: [rank, inp], data: fromFloat32(f.right, 'BF16') });
         parts[e][m].push({ kind: 'lowrank', left, right, rank, transposed: false });

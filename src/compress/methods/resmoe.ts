@@ -6,7 +6,7 @@
  * the barycenter.
  */
 import { fromFloat32 } from '../../tensor/convert.js';
-import { lowRank } from '../../tensor/svd.js';
+import { accurateSvdOptions, lowRank } from '../../tensor/svd.js';
 import { expertPoints } from '../barycenter.js';
 import { budgetError, expertMatrix, referenceBytes, type LayerExperts, type LayerStore, type Method, type MethodOptions } from '../method.js';
 import { MATRICES, matrixShape, type ExpertParts, type MatrixPart } from '../parts.js';
@@ -59,7 +59,8 @@ async function compressResMoe(kind: Kind, x: LayerExperts, store: LayerStore, op
     for (let e = 0; e < x.E; e++) {
       const d = MATRICES.map((m) => subtract(expertMatrix(view, m, e), rounded[m]));
       const pts = expertPoints(d[0], d[1], d[2], x.I, x.H); // [I, 3H]
-      const { left: L, right: R } = await lowRank(pts, x.I, 3 * x.H, Math.min(rank, x.I, 3 * x.H), { seed: opts.seed + e });
+      const r0 = Math.min(rank, x.I, 3 * x.H);
+      const { left: L, right: R } = await lowRank(pts, x.I, 3 * x.H, r0, accurateSvdOptions(r0, x.I, 3 * x.H, opts.seed + e));
       const r = Math.min(rank, x.I, 3 * x.H);
       const lref = store.put(`e${e}.residual.left`, { dtype: 'BF16', shape: [x.I, r], data: fromFloat32(L, 'BF16') });
       MATRICES.forEach((m, i) => {
