@@ -6,17 +6,8 @@ import {
 } from '../src/tensor/convert.js';
 import type { RawTensor } from '../src/io/dtype.js';
 import { MoepressError } from '../src/io/errors.js';
+import { uniformFn as rng } from './helpers/random.js';
 
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const bitsToF32 = (u: number): number => new Float32Array(new Uint32Array([u]).buffer)[0];
 const u16Bytes = (...bits: number[]): Uint8Array => new Uint8Array(new Uint16Array(bits).buffer);

@@ -15,18 +15,8 @@ import {
 } from '../src/tensor/gemm.js';
 import { benchGemm } from '../src/tensor/gemm-bench.js';
 import { clearSessionCache, loadOrt } from '../src/tensor/ort.js';
+import { uniformFn as mulberry32 } from './helpers/random.js';
 
-/** mulberry32: a tiny seeded PRNG so every run sees the same "random" matrices. */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** Values in [-1, 1): never zeros, so a kernel that writes nothing cannot pass. */
 function randn(n: number, seed: number): Float32Array {

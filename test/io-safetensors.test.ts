@@ -7,23 +7,13 @@ import { SafetensorsFile } from '../src/io/safetensors.js';
 import { SafetensorsWriter, writeSafetensors } from '../src/io/safetensors-writer.js';
 import { DTYPE_BYTES, type DType, type RawTensor, numel } from '../src/io/dtype.js';
 import { MoepressError } from '../src/io/errors.js';
+import { uniformFn as rng } from './helpers/random.js';
 
 const tmpRoot = fs.mkdtempSync(path.join(os.tmpdir(), 'moepress-st-'));
 process.on('exit', () => fs.rmSync(tmpRoot, { recursive: true, force: true }));
 let counter = 0;
 const tmpFile = (): string => path.join(tmpRoot, `t${counter++}.safetensors`);
 
-/** Seeded PRNG (mulberry32) so failures reproduce. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function randomBytes(n: number, seed: number): Uint8Array {
   const r = rng(seed);
