@@ -69,6 +69,26 @@ export class AdamW {
   zeroGrad(): void {
     for (const p of this.params) p.grad = null;
   }
+
+  /** Moments and step count per parameter index, for training checkpoints. */
+  exportState(): { index: number; m: Buf; v: Buf; step: number }[] {
+    return this.params.flatMap((p, index) => {
+      const s = this.state.get(p);
+      return s ? [{ index, m: s.m, v: s.v, step: s.step }] : [];
+    });
+  }
+
+  importState(entries: { index: number; m: ArrayLike<number>; v: ArrayLike<number>; step: number }[]): void {
+    for (const e of entries) {
+      const p = this.params[e.index];
+      if (!p || p.size !== e.m.length) throw new Error(`AdamW: saved state for parameter ${e.index} does not match the model`);
+      const m = allocBuf(p.dtype, p.size);
+      const v = allocBuf(p.dtype, p.size);
+      m.set(e.m);
+      v.set(e.v);
+      this.state.set(p, { m, v, step: e.step });
+    }
+  }
 }
 
 export interface ScheduleOptions {
