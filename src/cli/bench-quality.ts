@@ -13,7 +13,7 @@ import { progressRenderer } from './progress.js';
 
 const DEFAULT_BUDGETS = [0.5, 0.375, 0.25, 0.1875, 0.125];
 
-/** Markdown: one row per method, one column per budget, cells "perplexity (+loss%)". */
+/** Markdown: one row per method, one column per budget, cells "perplexity (+loss%) · stored fraction". */
 export function qualityTable(rows: SweepRow[], budgets: number[]): string {
   const models = [...new Set(rows.map((r) => r.model))];
   const out: string[] = [];
@@ -27,7 +27,7 @@ export function qualityTable(rows: SweepRow[], budgets: number[]): string {
         const r = mine.find((x) => x.method === method && x.budget === b);
         if (!r || r.perplexity === null) return '—';
         const loss = r.lossPercent!;
-        return `${r.perplexity.toFixed(2)} (${loss >= 0 ? '+' : ''}${loss.toFixed(1)}%)`;
+        return `${r.perplexity.toFixed(2)} (${loss >= 0 ? '+' : ''}${loss.toFixed(1)}%) · ${r.stored!.toFixed(3)}`;
       });
       out.push(`| ${method} | ${cells.join(' | ')} |`);
     }
