@@ -1,4 +1,7 @@
-/** moepress bench [--json] [--quick]: kernel GFLOP/s and engine tokens/s on this machine, side by side. */
+/**
+ * moepress bench [--json] [--quick]: kernel GFLOP/s and engine tokens/s on this machine, side by side.
+ * moepress bench --scale [...]: compressing a real-size synthetic MoE layer (see bench-scale.ts).
+ */
 import { existsSync } from 'node:fs';
 import { basename } from 'node:path';
 import { resolve } from 'node:path';
@@ -33,6 +36,7 @@ async function benchEngine(dir: string, text: string, windows: number): Promise<
 }
 
 export async function benchCommand(argv: string[]): Promise<void> {
+  if (argv.includes('--scale')) return (await import('./bench-scale.js')).benchScaleCommand(argv);
   const p = parse(argv, { json: { type: 'boolean' }, quick: { type: 'boolean' }, shared: { type: 'string' } });
   const quick = p.flag('quick');
   const shared = resolve(p.str('shared') ?? '../shared');

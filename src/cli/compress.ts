@@ -1,7 +1,12 @@
 /** moepress compress MODEL --out DIR --method M --budget B [--base …] [--base-from DIR] [--layers …] [--seed S] [--resume] [--json] */
+import { existsSync } from 'node:fs';
+import os from 'node:os';
+import { dirname, resolve } from 'node:path';
 import { compress } from '../compress/compress.js';
+import { estimateForModel, type CompressEstimate } from '../compress/estimate.js';
 import type { BaseKind } from '../compress/method.js';
 import { METHODS } from '../compress/methods/index.js';
+import { measureAlignGemm, measureDisk } from '../compress/rates.js';
 import { modelArg, parse, UsageError } from './args.js';
 import { fmtBytes, grid } from './format.js';
 import { progressRenderer } from './progress.js';
@@ -46,17 +51,22 @@ export async function compressCommand(argv: string[]): Promise<void> {
   const progress = progressRenderer(json);
   const method = p.req('method');
   if (!METHODS.some((m) => m.name === method)) throw new UsageError(`--method must be one of: ${METHODS.map((m) => m.name).join(', ')}`);
+  const budget = p.num('budget') ?? (() => { throw new UsageError('--budget is required (fraction of bf16 expert bytes, e.g. 0.25)'); })();
+  const base = parseBase(p.str('base'));
+  const layers = parseLayers(p.str('layers'));
+  const alignIters = p.int('align-iters');
+  if (!json) await printEstimate(model, p.req('out'), { method, budget, base, layers, alignIters });
   const t0 = performance.now();
   const m = await compress({
     model,
     out: p.req('out'),
     method,
-    budget: p.num('budget') ?? (() => { throw new UsageError('--budget is required (fraction of bf16 expert bytes, e.g. 0.25)'); })(),
+    budget,
     seed: p.int('seed'),
-    base: parseBase(p.str('base')),
+    base,
     baseFrom: p.str('base-from'),
-    layers: parseLayers(p.str('layers')),
-    alignIters: p.int('align-iters'),
+    layers,
+    alignIters,
     resume: p.flag('resume'),
     overwrite: p.flag('overwrite'),
     onProgress: progress,
@@ -74,4 +84,37 @@ export async function compressCommand(argv: string[]): Promise<void> {
   });
   process.stdout.write(grid(['layer', 'stored', 'budget used', 'rel. error', 'choices'], rows) + '\n');
   process.stdout.write(`\n${m.method}: experts stored in ${fmtBytes(m.bytes.stored)} = ${m.bytes.fraction.toFixed(4)} of bf16 (budget ${m.budget}), ${seconds.toFixed(1)} s -> ${p.req('out')}\n`);
+}
+
+/** Runs this long or this big are worth measuring the machine for (half a second) and announcing. */
+const LONG_RUN_SECONDS = 60;
+const BIG_RUN_BYTES = 2 ** 30;
+
+function fmtDuration(s: number): string {
+  if (s < 120) return `${s.toFixed(0)} s`;
+  if (s < 7200) return `${(s / 60).toFixed(0)} min`;
+  return `${(s / 3600).toFixed(1)} h`;
+}
+
+/** Before a long run: estimated peak memory and time on stderr, with this machine's GEMM and disk rates. */
+async function printEstimate(model: string, out: string, req: { method: string; budget: number; base?: BaseKind; layers?: number[]; alignIters?: number }): Promise<void> {
+  let est: CompressEstimate | null;
+  try {
+    est = estimateForModel(model, req);
+  } catch {
+    return; // compress itself reports a bad model with its own message
+  }
+  if (!est || (est.seconds < LONG_RUN_SECONDS && est.peakBytes < BIG_RUN_BYTES)) return;
+  const parent = dirname(resolve(out));
+  const disk = measureDisk(existsSync(parent) ? parent : os.tmpdir(), 64 * 2 ** 20);
+  const gemm = await measureAlignGemm(est.I, est.H, 0.3);
+  est = estimateForModel(model, req, { gemmGflops: gemm.gflops, readMBps: disk.readMBps, writeMBps: disk.writeMBps })!;
+  const parts = est.parts;
+  const share = (x: number) => `${((100 * x) / Math.max(est!.seconds, 1e-9)).toFixed(0)}%`;
+  const ws = est.workingSet.map((w) => `${w.what} ${fmtBytes(w.bytes)}`).join(', ');
+  // Barycenter methods stop when no assignment changes, often after 2-3 of the alignIters iterations.
+  const upTo = est.gemmFlopsPerLayer > 0 ? 'up to ' : '';
+  process.stderr.write(`estimate: peak memory ~${fmtBytes(est.peakBytes)} (${ws}); time ${upTo}~${fmtDuration(est.seconds)} for ${est.layers} layer${est.layers === 1 ? '' : 's'} ` +
+    `(${fmtDuration(est.secondsPerLayer)} each: GEMM ${share(parts.gemmSeconds)}, compute ${share(parts.jsSeconds)}, I/O ${share(parts.ioSeconds)}) ` +
+    `at ${gemm.gflops.toFixed(0)} GFLOP/s, disk ${disk.readMBps.toFixed(0)}/${disk.writeMBps.toFixed(0)} MB/s read/write\n`);
 }

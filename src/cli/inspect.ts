@@ -1,7 +1,8 @@
 /** moepress inspect MODEL [--json] */
-import { summarize, type TensorHeader } from '../models/summary.js';
+import { summarize, type ModelSummary, type TensorHeader } from '../models/summary.js';
+import { hasCompressedExperts, readCompressedExpertsMeta } from '../runtime/compressed-experts.js';
 import { openModel } from '../runtime/load-model.js';
-import { modelArg, parse } from './args.js';
+import { modelArg, parse, UsageError } from './args.js';
 import { fmtBytes, fmtCount, table } from './format.js';
 
 export async function inspectCommand(argv: string[]): Promise<void> {
@@ -9,7 +10,10 @@ export async function inspectCommand(argv: string[]): Promise<void> {
   const src = openModel(modelArg(p, 'inspect'));
   const headers = new Map<string, TensorHeader>();
   for (const n of src.checkpoint.names()) headers.set(n, src.checkpoint.info(n));
-  const s = summarize(src.config, src.arch, headers, p.int('top-k'));
+  const ce = hasCompressedExperts(src.dir) ? readCompressedExpertsMeta(src.dir) : null;
+  const topK = p.int('top-k');
+  if (ce && topK !== undefined && topK <= ce.m) throw new UsageError(`--top-k ${topK} leaves no full expert: the model replaces ${ce.m} of each token's experts by compressed experts`);
+  const s = summarize(src.config, src.arch, headers, topK, ce?.m);
   src.checkpoint.close();
   if (p.flag('json')) {
     process.stdout.write(JSON.stringify({ model: src.dir, ...s }, null, 2) + '\n');
@@ -29,9 +33,21 @@ export async function inspectCommand(argv: string[]): Promise<void> {
   rows.push(
     ['parameters', fmtCount(s.params.total)],
     ['routed-expert parameters', `${fmtCount(s.params.routedExperts)} (${((100 * s.params.routedExperts) / s.params.total).toFixed(1)}%)`],
-    ['active per token', fmtCount(s.params.activePerToken)],
+    ...activeRows(s),
     ['bytes', `${fmtBytes(s.bytes.total)} (${Object.entries(s.bytes.byDtype).map(([d, b]) => `${d} ${fmtBytes(b)}`).join(', ')})`],
     ['routed-expert bytes', `${fmtBytes(s.bytes.routedExperts)} (${(100 * s.bytes.routedShare).toFixed(1)}% of the checkpoint)`],
   );
   process.stdout.write(table(rows) + '\n');
+}
+
+/** Active parameters per token; with compressed experts, before and after (K full vs K − m full + vectors). */
+function activeRows(s: ModelSummary): [string, string][] {
+  const ce = s.compressedExperts;
+  if (!ce) return [['active per token', fmtCount(s.params.activePerToken)]];
+  const a = ce.activeExpertParams;
+  return [
+    ['compressed experts', `${ce.m} of top-${s.topK} per token: ${ce.fullExperts} full experts + vectors (${fmtCount(ce.vectorParams)} stored)`],
+    ['active per token', `${fmtCount(s.params.activePerToken)} (${fmtCount(ce.activePerTokenBefore)} with ${s.topK} full experts)`],
+    ['active expert params', `${fmtCount(a.after)} (${fmtCount(a.before)} before, ${(100 * a.reduction).toFixed(1)}% fewer)`],
+  ];
 }

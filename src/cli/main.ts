@@ -20,7 +20,20 @@ commands:
   analyze MODEL [--base-from DENSE_DIR]        expert similarity and the compression family to use
        [--layers 0,2-5] [--seed S] [--align-iters N] [--json]
   restore DIR --out DENSE_DIR [--dtype bf16|f16|f32]  a plain hub-layout checkpoint again
+  finetune MOE --out DIR --compressed-experts m --text FILE --steps N   compressed experts: per token
+       [--train ce|ce+router|all] [--lr X] [--model-lr X]          replace the m lowest-weighted of
+       [--batch 8] [--seq 256] [--accumulate 1] [--seed 0]         the top-k by trained vectors
+       [--checkpoint-every 50] [--resume] [--overwrite] [--json]
+  upcycle DENSE --out DIR --experts E          DeRS upcycling: a dense model into an MoE
+       --top-k K --delta lowrank|sparse        whose experts are W_shared + a low-rank or
+       [--rank r | --density d] --text FILE    sparse delta, trained on the text
+       --steps N [--lr 1e-4] [--warmup N] [--batch 8] [--seq 256] [--accumulate 1]
+       [--seed 0] [--checkpoint-every 50] [--aux-coef 0.01] [--dtype bf16|f16|f32]
+       [--resume] [--overwrite] [--json]
   bench [--json] [--quick]                     kernel and engine speed on this machine
+  bench --scale [--methods …] [--budget B]     compress a real-size synthetic Mixtral-8x7B layer: time,
+       [--experts random|upcycled|permuted]    peak RSS, GEMM / assignment / I/O split, floors,
+       [--align-iters N] [--json]              extrapolation to 32 layers
   bench-quality [--fixtures mixtral,olmoe] [--methods …] [--budgets …] [--windows N] [--json]
                                               perplexity vs stored bytes for every method and budget
 
@@ -34,6 +47,8 @@ const commands: Record<string, () => Promise<(argv: string[]) => Promise<void>>>
   compress: async () => (await import('./compress.js')).compressCommand,
   analyze: async () => (await import('./analyze.js')).analyzeCommand,
   restore: async () => (await import('./restore.js')).restoreCommand,
+  finetune: async () => (await import('./finetune.js')).finetuneCommand,
+  upcycle: async () => (await import('./upcycle.js')).upcycleCommand,
   'bench-quality': async () => (await import('./bench-quality.js')).benchQualityCommand,
   bench: async () => (await import('./bench.js')).benchCommand,
 };

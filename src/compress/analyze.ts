@@ -3,19 +3,19 @@
  * (METHODS.md: the delta family needs experts that share one initialisation and stay close to it;
  * the barycenter family aligns neurons first; with neither, compress each expert on its own).
  *
- * Streams one MoE layer at a time. Every sum is accumulated in float64; the weights stay float32.
+ * Streams one MoE layer at a time, and within a layer one block of rows of every expert (the
+ * similarity statistics) or one expert (the barycenter and its residuals) at a time, so memory
+ * stays bounded for real-size layers. Every sum is accumulated in float64; the weights stay float32.
  * Dimension letters: E experts, I intermediate neurons, H hidden size; gate/up [I, H], down [H, I].
  */
 import { join } from 'node:path';
 import { MoepressError } from '../io/errors.js';
 import type { ProgressFn } from '../progress.js';
-import { openModel, readChecked, type ModelSource } from '../runtime/load-model.js';
-import { toFloat32 } from '../tensor/convert.js';
+import { openModel, type ModelSource } from '../runtime/load-model.js';
 import type { Base } from './base.js';
-import { readLayerExperts } from './experts-io.js';
-import { expertMatrix, type LayerExperts } from './method.js';
-import { alignedBase } from './methods/aligned.js';
-import { MATRICES, type MatrixName } from './parts.js';
+import { expertBuffers, openExpertSource, readDenseFfn, readExpert, type ExpertSource } from './experts-io.js';
+import { alignedBase, permuteMatrix } from './methods/aligned.js';
+import { MATRICES, matrixShape, type MatrixName } from './parts.js';
 
 export interface Stats { mean: number; min: number; max: number }
 
@@ -111,8 +111,12 @@ export async function analyzeModel(dir: string, opts: AnalyzeOptions = {}): Prom
   const out: LayerAnalysis[] = [];
   try {
     for (const [i, layer] of layers.entries()) {
-      const x = readLayerExperts(src, layer);
-      out.push(await analyzeLayer(x, dense ? readDenseFfn(dense, layer) : null, opts));
+      const x = openExpertSource(src, layer);
+      try {
+        out.push(await analyzeLayer(x, dense ? readDenseFfn(dense, layer) : null, opts));
+      } finally {
+        x.close();
+      }
       opts.onProgress?.({ task: 'analyze', done: i + 1, total: layers.length, unit: 'layers', detail: `layer ${layer}` });
     }
   } finally {
@@ -126,22 +130,23 @@ export async function analyzeModel(dir: string, opts: AnalyzeOptions = {}): Prom
 }
 
 /** One layer's numbers; `denseFfn` is the dense model's FFN of the same layer, when given. */
-export async function analyzeLayer(x: LayerExperts, denseFfn: Base | null, opts: Pick<AnalyzeOptions, 'seed' | 'alignIters' | 'onProgress'> = {}): Promise<LayerAnalysis> {
+export async function analyzeLayer(x: ExpertSource, denseFfn: Base | null, opts: Pick<AnalyzeOptions, 'seed' | 'alignIters' | 'onProgress'> = {}): Promise<LayerAnalysis> {
   const { E, I } = x;
+  const s = similarity(x, denseFfn);
   // G[m][e·E + f] = <W_e, W_f> per matrix: gives every pairwise cosine and the experts' norms.
-  const G = MATRICES.map((m) => gram(Array.from({ length: E }, (_, e) => expertMatrix(x, m, e))));
-  const gAll = new Float64Array(E * E).map((_, k) => G[0][k] + G[1][k] + G[2][k]);
+  const gAll = new Float64Array(E * E).map((_, k) => s.G[0][k] + s.G[1][k] + s.G[2][k]);
   const norm2 = Array.from({ length: E }, (_, e) => gAll[e * E + e]);
   const pairwiseCos = { all: pairStats(gAll, E) } as Record<MatrixName | 'all', Stats>;
-  MATRICES.forEach((m, k) => (pairwiseCos[m] = pairStats(G[k], E)));
+  MATRICES.forEach((m, k) => (pairwiseCos[m] = pairStats(s.G[k], E)));
 
-  const meanBase = compareToBase(x, (m) => meanExpert(x, m), norm2);
-  const denseBase = denseFfn ? compareToBase(x, (m) => denseFfn[m], norm2) : null;
+  const meanBase = baseStats(s.mean, norm2);
+  const denseBase = s.dense ? baseStats(s.dense, norm2) : null;
 
   const al = await alignedBase(x, { seed: opts.seed ?? 0, alignIters: opts.alignIters ?? 8, onProgress: opts.onProgress });
-  const bary = MATRICES.map((m) => al.base[m]);
+  const buf = expertBuffers(x);
   const alignedRel = Array.from({ length: E }, (_, e) => {
-    const d = MATRICES.reduce((s, m, k) => s + diff2(expertMatrix(al.view, m, e), bary[k]), 0);
+    const w = readExpert(x, e, buf);
+    const d = MATRICES.reduce((acc, m) => acc + diff2(permuteMatrix(w[m], al.perms[e], m, x.I, x.H), al.base[m]), 0);
     return rel(d, norm2[e]);
   });
   let moved = 0;
@@ -190,48 +195,67 @@ function summarize(layers: LayerAnalysis[], E: number, withDense: boolean): Anal
   return { pairwiseCos, meanRelDelta, alignedRelDelta, denseRelDelta, layerVerdicts, verdict, recommendation: recommend(verdict, E, meanRelDelta, alignedRelDelta, denseRelDelta) };
 }
 
+/** Sums over every expert against one base: Σ <W_e, B>, Σ ‖W_e − B‖², ‖B‖² (all three matrices). */
+interface BaseTerms {
+  dots: Float64Array;
+  d2: Float64Array;
+  b2: number;
+}
+
+/** Chunk of the flattened matrices over which Gram products are summed before being added to G. */
+const GRAM_CHUNK = 4096;
+
+/** About 64 MB of float32 rows read per block, over all experts together. */
+const BLOCK_BYTES = 64 * 1024 * 1024;
+
+function gcd(a: number, b: number): number {
+  return b === 0 ? a : gcd(b, a % b);
+}
+
 /**
- * Cosine and relative delta of every expert to one base in the experts' neuron order, all three
- * matrices together. baseOf is called once per matrix so only one matrix's base is alive at a time.
+ * One pass over row blocks of every expert: the Gram matrix of each matrix kind, and each
+ * expert's terms against the element-wise mean expert (kept in float64 so the tiny deltas of
+ * near-identical experts do not round away) and against the dense FFN. Blocks hold a multiple of
+ * GRAM_CHUNK values, so every sum runs in the same order as over the whole matrix at once.
  */
-function compareToBase(x: LayerExperts, baseOf: (m: MatrixName) => ArrayLike<number>, norm2: number[]): { cos: Stats; relDelta: Stats } {
-  const dots = new Float64Array(x.E);
-  const d2 = new Float64Array(x.E);
-  let b2 = 0;
-  for (const m of MATRICES) {
-    const b = baseOf(m);
-    b2 += dot(b, b);
-    for (let e = 0; e < x.E; e++) {
-      const w = expertMatrix(x, m, e);
-      dots[e] += dot(w, b);
-      d2[e] += diff2(w, b);
+function similarity(x: ExpertSource, dense: Base | null): { G: Float64Array[]; mean: BaseTerms; dense: BaseTerms | null } {
+  const { E } = x;
+  const terms = (): BaseTerms => ({ dots: new Float64Array(E), d2: new Float64Array(E), b2: 0 });
+  const mean = terms();
+  const dn = dense ? terms() : null;
+  const G = MATRICES.map((m) => {
+    const [rows, cols] = matrixShape(m, x.I, x.H);
+    const G = new Float64Array(E * E);
+    // Running per-matrix sums, carried across blocks, added to the totals once per matrix.
+    const run = { mean: terms(), dense: terms() };
+    const align = GRAM_CHUNK / gcd(GRAM_CHUNK, cols);
+    const want = Math.min(x.blockRows(m), Math.floor(BLOCK_BYTES / (4 * cols * E)));
+    const step = Math.min(rows, Math.max(align, want - (want % align)));
+    for (let r0 = 0; r0 < rows; r0 += step) {
+      const count = Math.min(step, rows - r0);
+      const ws = Array.from({ length: E }, (_, e) => x.rows(m, e, r0, count));
+      gramAdd(G, ws);
+      const avg = new Float64Array(count * cols);
+      for (const w of ws) for (let i = 0; i < avg.length; i++) avg[i] += w[i];
+      for (let i = 0; i < avg.length; i++) avg[i] /= E;
+      addTerms(run.mean, ws, avg);
+      if (dense) addTerms(run.dense, ws, dense[m].subarray(r0 * cols, (r0 + count) * cols));
     }
-  }
-  const cos = Array.from(dots, (v, e) => cosine(v, norm2[e], b2));
-  const relDelta = Array.from(d2, (v, e) => rel(v, norm2[e]));
-  return { cos: stats(cos), relDelta: stats(relDelta) };
+    for (let e = 0; e < E; e++) for (let f = 0; f < e; f++) G[e * E + f] = G[f * E + e];
+    sumInto(mean, run.mean);
+    if (dn) sumInto(dn, run.dense);
+    return G;
+  });
+  return { G, mean, dense: dn };
 }
 
-/** The element-wise mean expert kept in float64, so tiny deltas of near-identical experts do not round away. */
-function meanExpert(x: LayerExperts, m: MatrixName): Float64Array {
-  const acc = new Float64Array(x.I * x.H);
-  for (let e = 0; e < x.E; e++) {
-    const w = expertMatrix(x, m, e);
-    for (let i = 0; i < w.length; i++) acc[i] += w[i];
-  }
-  for (let i = 0; i < acc.length; i++) acc[i] /= x.E;
-  return acc;
-}
-
-/** ws: E flattened matrices of n values -> Gram matrix [E, E], float64. */
-function gram(ws: Float32Array[]): Float64Array {
+/** G[e·E + f] (f ≥ e) += <u_e, v_f> over the block, chunk by chunk. */
+function gramAdd(G: Float64Array, ws: Float32Array[]): void {
   const E = ws.length;
   const n = ws[0].length;
-  const G = new Float64Array(E * E);
   // Chunks keep the E slices in cache while every pair visits them (E = 64, I·H = 2M in real models).
-  const CHUNK = 4096;
-  for (let a = 0; a < n; a += CHUNK) {
-    const b = Math.min(n, a + CHUNK);
+  for (let a = 0; a < n; a += GRAM_CHUNK) {
+    const b = Math.min(n, a + GRAM_CHUNK);
     for (let e = 0; e < E; e++) {
       const u = ws[e];
       for (let f = e; f < E; f++) {
@@ -242,8 +266,39 @@ function gram(ws: Float32Array[]): Float64Array {
       }
     }
   }
-  for (let e = 0; e < E; e++) for (let f = 0; f < e; f++) G[e * E + f] = G[f * E + e];
-  return G;
+}
+
+/** Running sums of <w_e, b>, ‖w_e − b‖² and ‖b‖² over one block (sequential, as over the whole matrix). */
+function addTerms(t: BaseTerms, ws: Float32Array[], b: ArrayLike<number>): void {
+  let bb = t.b2;
+  for (let i = 0; i < b.length; i++) bb += b[i] * b[i];
+  t.b2 = bb;
+  ws.forEach((w, e) => {
+    let dot = t.dots[e];
+    let d2 = t.d2[e];
+    for (let i = 0; i < b.length; i++) {
+      dot += w[i] * b[i];
+      const d = w[i] - b[i];
+      d2 += d * d;
+    }
+    t.dots[e] = dot;
+    t.d2[e] = d2;
+  });
+}
+
+function sumInto(total: BaseTerms, one: BaseTerms): void {
+  total.b2 += one.b2;
+  for (let e = 0; e < total.dots.length; e++) {
+    total.dots[e] += one.dots[e];
+    total.d2[e] += one.d2[e];
+  }
+}
+
+/** Cosine and relative delta of every expert to one base, from its summed terms. */
+function baseStats(t: BaseTerms, norm2: number[]): { cos: Stats; relDelta: Stats } {
+  const cos = Array.from(t.dots, (v, e) => cosine(v, norm2[e], t.b2));
+  const relDelta = Array.from(t.d2, (v, e) => rel(v, norm2[e]));
+  return { cos: stats(cos), relDelta: stats(relDelta) };
 }
 
 function pairStats(G: Float64Array, E: number): Stats {
@@ -267,12 +322,6 @@ function stats(v: number[]): Stats {
   return { mean: v.reduce((s, x) => s + x, 0) / v.length, min: Math.min(...v), max: Math.max(...v) };
 }
 
-function dot(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let s = 0;
-  for (let i = 0; i < a.length; i++) s += a[i] * b[i];
-  return s;
-}
-
 function diff2(a: ArrayLike<number>, b: ArrayLike<number>): number {
   let s = 0;
   for (let i = 0; i < a.length; i++) {
@@ -294,16 +343,4 @@ function openDense(dir: string, moe: ModelSource, layers: number[]): ModelSource
   if (d.config.denseIntermediate !== I) throw bad(`intermediate_size ${d.config.denseIntermediate} differs from the experts' ${I}`);
   for (const l of layers) if (d.config.layers[l]?.ffn !== 'dense') throw bad(`layer ${l} has no dense FFN`);
   return d;
-}
-
-/** Canonical `layers.L.mlp.{gate,up,down}` of the dense model, read alone (not the whole model). */
-function readDenseFfn(d: ModelSource, layer: number): Base {
-  const want = new Map(MATRICES.map((m) => [`layers.${layer}.mlp.${m}`, m]));
-  const out = {} as Base;
-  for (const e of d.arch.canonicalEntries(d.config, (n) => d.checkpoint.has(n))) {
-    const m = want.get(e.name);
-    if (m) out[m] = toFloat32(e.load((n) => readChecked(d.checkpoint, n)), e.name);
-  }
-  for (const m of MATRICES) if (!out[m]) throw new MoepressError(`--base-from: layer ${layer} mlp.${m} not found`, { file: d.dir });
-  return out;
 }

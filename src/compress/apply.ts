@@ -52,9 +52,9 @@ export function preparedBytes(parts: PreparedPart[], shared: Set<Float32Array>):
   return b;
 }
 
-/** W: [out, in] rebuilt dense from its parts. */
-export function densifyMatrix(parts: PreparedPart[], out: number, inp: number): Float32Array {
-  const w = new Float32Array(out * inp);
+/** W: [out, in] rebuilt dense from its parts (into `dest`, zeroed first, when given). */
+export function densifyMatrix(parts: PreparedPart[], out: number, inp: number, dest?: Float32Array): Float32Array {
+  const w = dest ? dest.fill(0) : new Float32Array(out * inp);
   for (const p of parts) addPartInto(w, p, out, inp);
   return w;
 }

@@ -117,6 +117,12 @@ export interface BarycenterOptions {
   seed?: number;
   /** Further alignment options (sketch size, candidates, certificate rounds). */
   align?: Omit<AlignOptions, 'mode' | 'seed' | 'fallback'>;
+  /**
+   * Compute the objective F after every mean update (default true). From a streaming source it
+   * costs one more pass over the experts per iteration; the iteration itself never needs it
+   * (convergence is "no assignment changed"), so compress turns it off and records NaN.
+   */
+  objective?: boolean;
   onProgress?: ProgressFn;
 }
 
@@ -125,10 +131,12 @@ export interface IterationRecord {
   alignments: Omit<AlignResult, 'perm'>[];
   /** F with the old barycenter and the new permutations (after step a). */
   alignCost: number;
-  /** F after the mean update (step b): costHistory's entry. */
+  /** F after the mean update (step b): costHistory's entry; NaN when not computed. */
   cost: number;
   /** Milliseconds of the mean update. */
   updateMs: number;
+  /** Milliseconds getting the experts' clouds (reading and rearranging them, streaming sources). */
+  loadMs: number;
 }
 
 export interface CloudBarycenter {
@@ -148,6 +156,21 @@ export interface BarycenterResult extends Omit<CloudBarycenter, 'bary'> {
   bary: ExpertWeights;
 }
 
+/**
+ * E expert clouds [n, D], handed out one at a time: the barycenter iteration holds the barycenter,
+ * a float64 accumulator and one expert cloud, never all of them (a Mixtral layer's eight clouds
+ * are 5.6 GB). `cloud(e, into)` fills `into` (the one buffer the iteration reuses for every
+ * expert) or returns a view of its own; the iteration never modifies what it gets.
+ */
+export interface CloudSource {
+  count: number;
+  n: number;
+  dim: number;
+  /** True when cloud() returns views of clouds held anyway (no buffer needed). */
+  inMemory?: boolean;
+  cloud(e: number, into?: Float32Array): Float32Array;
+}
+
 /** experts: E × {gate, up: [I, H], down: [H, I]} -> barycenter expert and permutations. */
 export async function computeBarycenter(experts: ExpertWeights[], I: number, H: number, opts: BarycenterOptions = {}): Promise<BarycenterResult> {
   experts.forEach((w, e) => checkExpert('computeBarycenter', w, I, H, `expert ${e}`));
@@ -156,56 +179,93 @@ export async function computeBarycenter(experts: ExpertWeights[], I: number, H: 
   return { ...r, bary: splitPoints(r.bary, I, H) };
 }
 
-/** clouds: E × [n, D] -> the barycenter cloud [n, D] (the iteration, in point form). */
-export async function barycenterOfClouds(clouds: PointCloud[], opts: BarycenterOptions = {}): Promise<CloudBarycenter> {
-  if (clouds.length === 0) throw new Error('barycenterOfClouds: needs at least one expert');
-  const { n, dim } = clouds[0];
-  for (const c of clouds) {
-    if (c.n !== n || c.dim !== dim || c.data.length !== n * dim) throw new Error(`barycenterOfClouds: every expert must be [${n}, ${dim}]`);
-  }
-  const E = clouds.length;
+/**
+ * clouds: E × [n, D] (in memory, or a CloudSource read one expert at a time) -> the barycenter
+ * cloud [n, D] (the iteration, in point form).
+ */
+export async function barycenterOfClouds(clouds: PointCloud[] | CloudSource, opts: BarycenterOptions = {}): Promise<CloudBarycenter> {
+  const src = Array.isArray(clouds) ? arraySource(clouds) : clouds;
+  const { n, dim, count: E } = src;
   const maxIters = opts.maxIters ?? 10;
   const seed = opts.seed ?? 0;
   const alignOpts: AlignOptions = { ...opts.align, mode: opts.mode, seed };
   const fast = (opts.mode ?? (n <= EXACT_MAX_N ? 'exact' : 'fast')) === 'fast';
-  // Norms and sketches of the experts never change: compute them once for every iteration.
+  // Norms and sketches of the experts never change: computed on first load, kept for every
+  // iteration (n floats and n·d floats per expert, small next to the clouds).
   const d = Math.min(alignOpts.sketchDim ?? DEFAULT_SKETCH_DIM, dim);
   const sk = fast && n > 0 ? makeSketch(dim, d, seed) : undefined;
-  const t0 = performance.now();
-  const prepared = clouds.map((c) => prepareCloud(c, sk));
-  const prepareMs = performance.now() - t0;
+  const cache: ({ norms?: Float64Array; sketch?: PointCloud['sketch'] } | undefined)[] = new Array(E);
+  let prepareMs = 0;
+  let loadMs = 0;
+  // Streaming sources fill this one buffer for every expert: no cloud-sized garbage per load.
+  const buffer = src.inMemory ? undefined : new Float32Array(n * dim);
+  const load = (e: number): PointCloud => {
+    let t = performance.now();
+    const data = src.cloud(e, buffer);
+    if (data.length !== n * dim) throw new Error(`barycenterOfClouds: every expert must be [${n}, ${dim}]`);
+    loadMs += performance.now() - t;
+    if (cache[e]) return { data, n, dim, ...cache[e] };
+    t = performance.now();
+    const c = prepareCloud({ data, n, dim }, sk);
+    cache[e] = { norms: c.norms, sketch: c.sketch };
+    prepareMs += performance.now() - t;
+    return c;
+  };
 
-  let bary: Float32Array = clouds[0].data.slice();
-  let perms: Int32Array[] = clouds.map(() => identity(n));
+  let bary: Float32Array = load(0).data.slice();
+  let perms: Int32Array[] = Array.from({ length: E }, () => identity(n));
+  const acc = new Float64Array(n * dim); // Σ_e aligned experts, then their mean
   const costHistory: number[] = [];
   const history: IterationRecord[] = [];
   let converged = false;
   let iters = 0;
   for (let it = 0; it < maxIters; it++) {
     iters = it + 1;
+    loadMs = 0;
     // Sketched once per iteration, shared by the E alignments.
-    const baryCloud = prepareCloud({ data: bary, n, dim }, sk);
+    let baryCloud: PointCloud | null = prepareCloud({ data: bary, n, dim }, sk);
     const next: Int32Array[] = [];
     const alignments: Omit<AlignResult, 'perm'>[] = [];
     let alignCost = 0;
+    let updateMs = 0;
+    acc.fill(0);
     for (let e = 0; e < E; e++) {
-      const r = await alignExpert(baryCloud, prepared[e], { ...alignOpts, fallback: perms[e] });
+      const z = load(e);
+      const r = await alignExpert(baryCloud, z, { ...alignOpts, fallback: perms[e] });
       next.push(r.perm);
       const { perm: _perm, ...rest } = r;
       alignments.push(rest);
       alignCost += r.cost;
+      const t = performance.now();
+      addAligned(acc, z.data, r.perm, n, dim);
+      updateMs += performance.now() - t;
       opts.onProgress?.({ task: 'barycenter', done: it * E + e + 1, total: maxIters * E, unit: 'alignments', detail: `iteration ${it + 1}, expert ${e}` });
     }
+    baryCloud = null;
     const unchanged = it > 0 && next.every((p, e) => samePerm(p, perms[e]));
     perms = next;
-    const t = performance.now();
-    const upd = meanOfAligned(clouds, perms, n, dim);
-    bary = upd.mean;
-    history.push({ alignments, alignCost: alignCost / (E * Math.max(n, 1)), cost: upd.objective, updateMs: performance.now() - t });
-    costHistory.push(upd.objective);
+    let t = performance.now();
+    for (let i = 0; i < acc.length; i++) acc[i] /= E;
+    updateMs += performance.now() - t;
+    const objective = opts.objective === false ? NaN : objectiveOf(acc, perms, load, n, dim);
+    t = performance.now();
+    bary.set(acc); // float64 mean rounded to float32, in the barycenter's own buffer
+    updateMs += performance.now() - t;
+    history.push({ alignments, alignCost: alignCost / (E * Math.max(n, 1)), cost: objective, updateMs, loadMs });
+    costHistory.push(objective);
     if (unchanged) { converged = true; break; }
   }
   return { bary, perms, iters, converged, costHistory, history, prepareMs };
+}
+
+/** In-memory clouds as a source (views, no copies). */
+function arraySource(clouds: PointCloud[]): CloudSource {
+  if (clouds.length === 0) throw new Error('barycenterOfClouds: needs at least one expert');
+  const { n, dim } = clouds[0];
+  for (const c of clouds) {
+    if (c.n !== n || c.dim !== dim || c.data.length !== n * dim) throw new Error(`barycenterOfClouds: every expert must be [${n}, ${dim}]`);
+  }
+  return { count: clouds.length, n, dim, inMemory: true, cloud: (e) => clouds[e].data };
 }
 
 function identity(n: number): Int32Array {
@@ -218,29 +278,31 @@ function samePerm(a: Int32Array, b: Int32Array): boolean {
 }
 
 /**
- * Slot j of the barycenter = mean over e of row perms[e][j] of expert e, built one row at a time
- * in float64 (no [n, D] float64 buffer). Returns it with the objective
- * F = mean_e,j ‖mean_j − z_e,perm_e[j]‖², from a second pass over the row (no cancellation).
+ * acc[j] += z[perm[j]] for every slot j (rows of D values), in float64. Summed expert by expert
+ * in order 0..E−1, then divided by E: per element the same operations as a per-row mean.
  */
-function meanOfAligned(clouds: PointCloud[], perms: Int32Array[], n: number, dim: number): { mean: Float32Array; objective: number } {
-  const E = clouds.length;
-  const mean = new Float32Array(n * dim);
-  const acc = new Float64Array(dim);
-  let total = 0;
+function addAligned(acc: Float64Array, z: Float32Array, perm: Int32Array, n: number, dim: number): void {
   for (let j = 0; j < n; j++) {
-    acc.fill(0);
-    for (let e = 0; e < E; e++) {
-      const src = clouds[e].data;
-      const o = perms[e][j] * dim;
-      for (let k = 0; k < dim; k++) acc[k] += src[o + k];
-    }
-    for (let k = 0; k < dim; k++) acc[k] /= E;
-    for (let e = 0; e < E; e++) {
-      const src = clouds[e].data;
-      const o = perms[e][j] * dim;
-      for (let k = 0; k < dim; k++) { const t = src[o + k] - acc[k]; total += t * t; }
-    }
-    mean.set(acc, j * dim);
+    const o = perm[j] * dim;
+    const a = j * dim;
+    for (let k = 0; k < dim; k++) acc[a + k] += z[o + k];
   }
-  return { mean, objective: total / (E * Math.max(n, 1)) };
+}
+
+/**
+ * F = mean_e,j ‖mean_j − z_e,perm_e[j]‖² against the float64 mean (a second pass over the
+ * experts, no cancellation).
+ */
+function objectiveOf(mean: Float64Array, perms: Int32Array[], load: (e: number) => PointCloud, n: number, dim: number): number {
+  let total = 0;
+  for (let e = 0; e < perms.length; e++) {
+    const z = load(e).data;
+    const perm = perms[e];
+    for (let j = 0; j < n; j++) {
+      const o = perm[j] * dim;
+      const a = j * dim;
+      for (let k = 0; k < dim; k++) { const t = z[o + k] - mean[a + k]; total += t * t; }
+    }
+  }
+  return total / (perms.length * Math.max(n, 1));
 }

@@ -9,14 +9,14 @@ import { join, resolve } from 'node:path';
 import { Checkpoint, INDEX_FILE, writeCheckpoint } from '../io/checkpoint.js';
 import type { RawTensor } from '../io/dtype.js';
 import { MoepressError } from '../io/errors.js';
-import { writeSafetensors } from '../io/safetensors-writer.js';
 import type { ProgressFn } from '../progress.js';
-import { loadModel, openModel, type ModelSource } from '../runtime/load-model.js';
-import { expertHubNames, readLayerExperts } from './experts-io.js';
+import { openModel, type ModelSource } from '../runtime/load-model.js';
+import { expertHubNames, openExpertSource, readDenseFfn } from './experts-io.js';
 import { expertsFile, FORMAT, FORMAT_VERSION, MANIFEST_FILE, packageVersion, type Manifest } from './format.js';
-import { LayerStore, type BaseKind, type MethodOptions } from './method.js';
+import { LayerStore, type BaseKind, type Method, type MethodOptions } from './method.js';
 import { methodByName } from './methods/index.js';
 import type { LayerRecord } from './parts.js';
+import type { CompressProfile } from './profile.js';
 
 export interface CompressRequest {
   model: string;
@@ -33,6 +33,8 @@ export interface CompressRequest {
   resume?: boolean;
   overwrite?: boolean;
   onProgress?: ProgressFn;
+  /** Filled with where the time went (alignment GEMMs and assignment, reads, writes, per layer). */
+  profile?: CompressProfile;
 }
 
 /** Files copied unchanged next to the weights. */
@@ -42,17 +44,16 @@ function runKey(req: CompressRequest, layers: number[]): string {
   return JSON.stringify({ model: resolve(req.model), method: req.method, budget: req.budget, seed: req.seed ?? 0, base: req.base ?? 'mean', baseFrom: req.baseFrom ?? null, layers, alignIters: req.alignIters ?? 8 });
 }
 
-function denseBaseFor(dir: string, layer: number, I: number, H: number) {
-  const dense = loadModel(dir);
-  const get = (m: string) => {
-    const t = dense.weights.get(`layers.${layer}.mlp.${m}`);
-    const want = m === 'down' ? [H, I] : [I, H];
-    if (t.shape[0] !== want[0] || t.shape[1] !== want[1]) {
-      throw new MoepressError(`--base-from layer ${layer} mlp.${m} has shape [${t.shape}], but the experts are [${want}]`, { file: dir });
-    }
-    return t.data;
-  };
-  return { gate: get('gate'), up: get('up'), down: get('down') };
+/** The dense model's FFN of one layer (only its three tensors are read), checked against the experts' shape. */
+function denseBaseFor(dense: ModelSource, layer: number, I: number, H: number) {
+  if (dense.config.layers[layer]?.ffn !== 'dense') throw new MoepressError(`--base-from: layer ${layer} has no dense FFN`, { file: join(dense.dir, 'config.json') });
+  const F = dense.config.denseIntermediate;
+  if (F !== I || dense.config.hidden !== H) {
+    const got = (m: string) => (m === 'down' ? [dense.config.hidden, F] : [F, dense.config.hidden]);
+    const m = F !== I ? 'gate' : 'down';
+    throw new MoepressError(`--base-from layer ${layer} mlp.${m} has shape [${got(m)}], but the experts are [${m === 'down' ? [H, I] : [I, H]}]`, { file: dense.dir });
+  }
+  return readDenseFfn(dense, layer);
 }
 
 export async function compress(req: CompressRequest): Promise<Manifest> {
@@ -84,26 +85,55 @@ export async function compress(req: CompressRequest): Promise<Manifest> {
 
   const records: LayerRecord[] = [];
   const seed = req.seed ?? 0;
-  for (const [i, layer] of layers.entries()) {
-    const recFile = join(partial, `layer-${layer}.json`);
-    if (existsSync(recFile) && existsSync(join(partial, expertsFile(layer)))) {
-      records.push(JSON.parse(readFileSync(recFile, 'utf8')));
-    } else {
-      const x = readLayerExperts(src, layer);
-      const opts: MethodOptions = { budget: req.budget, seed, base, denseBase: req.baseFrom ? denseBaseFor(req.baseFrom, layer, I, H) : null, alignIters: req.alignIters ?? 8, onProgress: req.onProgress };
-      const store = new LayerStore(layer);
-      const rec = await method.compressLayer(x, store, opts);
-      writeAtomic(join(partial, expertsFile(layer)), (tmp) => writeSafetensors(tmp, store.tensors, { format: 'pt', moepress: 'experts' }));
-      writeAtomic(recFile, (tmp) => writeFileSync(tmp, JSON.stringify(rec)));
-      records.push(rec);
+  const dense = req.baseFrom ? openModel(req.baseFrom) : null;
+  try {
+    for (const [i, layer] of layers.entries()) {
+      const recFile = join(partial, `layer-${layer}.json`);
+      if (existsSync(recFile) && existsSync(join(partial, expertsFile(layer)))) {
+        records.push(JSON.parse(readFileSync(recFile, 'utf8')));
+      } else {
+        const t0 = performance.now();
+        const opts: MethodOptions = { budget: req.budget, seed, base, denseBase: dense ? denseBaseFor(dense, layer, I, H) : null, alignIters: req.alignIters ?? 8, onProgress: req.onProgress, profile: req.profile };
+        const rec = await compressOneLayer(src, layer, partial, opts, method.compressLayer, req.profile);
+        writeAtomic(recFile, (tmp) => writeFileSync(tmp, JSON.stringify(rec)));
+        records.push(rec);
+        req.profile?.layerMs.push(performance.now() - t0);
+      }
+      req.onProgress?.({ task: 'compress', done: i + 1, total: layers.length, unit: 'layers', detail: `layer ${layer}` });
     }
-    req.onProgress?.({ task: 'compress', done: i + 1, total: layers.length, unit: 'layers', detail: `layer ${layer}` });
+  } finally {
+    dense?.checkpoint.close();
   }
   const manifest = finish(src, req, partial, layers, records);
   src.checkpoint.close();
   if (existsSync(out)) rmSync(out, { recursive: true, force: true });
   renameSync(partial, out);
   return manifest;
+}
+
+/**
+ * One layer: experts read one at a time from the checkpoint, stored tensors spilled to disk as
+ * they are made, then written as the layer's experts file. Peak memory is the method's working
+ * set for one expert plus its base, never the layer.
+ */
+async function compressOneLayer(src: ModelSource, layer: number, dir: string, opts: MethodOptions, run: Method['compressLayer'], profile?: CompressProfile): Promise<LayerRecord> {
+  const x = openExpertSource(src, layer);
+  const store = new LayerStore(layer, join(dir, `${expertsFile(layer)}.spill`));
+  try {
+    const rec = await run(x, store, opts);
+    writeAtomic(join(dir, expertsFile(layer)), (tmp) => store.writeSafetensors(tmp, { format: 'pt', moepress: 'experts' }));
+    return rec;
+  } finally {
+    x.close();
+    store.dispose();
+    if (profile) {
+      profile.bytesRead += x.stats.bytesRead;
+      profile.readMs += x.stats.readMs;
+      profile.decodeMs += x.stats.decodeMs;
+      profile.bytesWritten += store.io.bytesWritten;
+      profile.writeMs += store.io.writeMs + store.io.readMs;
+    }
+  }
 }
 
 function writeAtomic(file: string, write: (tmp: string) => void): void {

@@ -26,23 +26,37 @@ export interface RestoreOptions {
 
 const SIDE_FILES = ['config.json', 'tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'generation_config.json'];
 
-/** One layer's experts rebuilt dense in original neuron order: [E, out, in] for one matrix. */
-export function rebuildExperts(rec: LayerRecord, m: MatrixName, I: number, H: number, get: (n: string) => RawTensor): Float32Array {
+/**
+ * One layer's experts rebuilt dense in original neuron order, one matrix kind, stored as `dtype`:
+ * [E, out, in]. Built expert by expert through one reused float32 matrix, so the float32 stack of
+ * all E experts (1.9 GB per matrix kind for Mixtral-8x7B) never exists.
+ */
+export function rebuildExperts(rec: LayerRecord, m: MatrixName, I: number, H: number, get: (n: string) => RawTensor, dtype: 'BF16' | 'F16' | 'F32' = 'F32'): RawTensor {
   const [out, inp] = matrixShape(m, I, H);
   const n = out * inp;
-  const all = new Float32Array(rec.experts.length * n);
+  const size = dtype === 'F32' ? 4 : 2;
+  const data = new Uint8Array(rec.experts.length * n * size);
   const cache = new Map<string, Float32Array>();
-  const f32 = (name: string) => cache.get(name) ?? (cache.set(name, toFloat32(get(name))), cache.get(name)!);
+  const shared = new Set(rec.experts[0]?.[m].flatMap((p) => (p.kind === 'dense' ? [p.ref] : [])) ?? []);
+  const f32 = (name: string) => {
+    const hit = cache.get(name);
+    if (hit) return hit;
+    const v = toFloat32(get(name));
+    if (shared.has(name)) cache.set(name, v); // only the shared base is worth keeping between experts
+    return v;
+  };
+  const w = new Float32Array(n);
   rec.experts.forEach((parts, e) => {
-    let w = densifyMatrix(prepareParts(parts[m], out, inp, get, f32), out, inp);
+    densifyMatrix(prepareParts(parts[m], out, inp, get, f32), out, inp, w);
+    let back: Float32Array = w;
     if (rec.perms) {
       const p = get(rec.perms[e]);
       const perm = p.dtype === 'U16' ? Int32Array.from(new Uint16Array(p.data.buffer, p.data.byteOffset, I)) : new Int32Array(p.data.buffer.slice(p.data.byteOffset, p.data.byteOffset + 4 * I));
-      w = unpermute(w, perm, m, I, H);
+      back = unpermute(w, perm, m, I, H);
     }
-    all.set(w, e * n);
+    data.set(fromFloat32(back, dtype), e * n * size);
   });
-  return all;
+  return { dtype, shape: [rec.experts.length, out, inp], data };
 }
 
 export async function restore(dir: string, out: string, opts: RestoreOptions = {}): Promise<{ files: string[]; tensors: number }> {
@@ -71,10 +85,7 @@ export async function restore(dir: string, out: string, opts: RestoreOptions = {
         cached = new Map();
       }
       if (!cached.has(name)) {
-        const m = mm[2] as MatrixName;
-        const [o, i] = matrixShape(m, moe.intermediate, cfg.hidden);
-        const w = rebuildExperts(records.get(l)!, m, moe.intermediate, cfg.hidden, (n) => ck.read(n));
-        cached.set(name, { dtype, shape: [moe.experts, o, i], data: fromFloat32(w, dtype) });
+        cached.set(name, rebuildExperts(records.get(l)!, mm[2] as MatrixName, moe.intermediate, cfg.hidden, (n) => ck.read(n), dtype));
       }
       return cached.get(name)!;
     }

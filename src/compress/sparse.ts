@@ -28,22 +28,28 @@ export function seededPositions(seed: number, keep: number, n: number): Int32Arr
   return out.slice(0, k);
 }
 
-/** Positions of the `count` largest |x| (ties: lower index first), ascending. */
-export function topMagnitudePositions(x: Float32Array, count: number): Int32Array {
+/**
+ * Positions of the `count` largest |x| (ties: lower index first), ascending. scratch: x.length
+ * floats the selection may overwrite (else it allocates a copy of x).
+ */
+export function topMagnitudePositions(x: Float32Array, count: number, scratch?: Float32Array): Int32Array {
   if (count >= x.length) return Int32Array.from(x.keys());
   if (count <= 0) return new Int32Array(0);
-  const thr = kthLargestAbs(x, count);
+  const thr = kthLargestAbs(x, count, scratch);
   // Keep everything above the threshold, then fill ties at the threshold in index order.
   const out = new Int32Array(count);
   let k = 0;
   for (let i = 0; i < x.length && k < count; i++) if (Math.abs(x[i]) > thr) out[k++] = i;
+  const above = k;
   for (let i = 0; i < x.length && k < count; i++) if (Math.abs(x[i]) === thr) out[k++] = i;
-  return out.sort();
+  // Both runs are ascending; only ties at the threshold need merging (a sort of 10⁷ is seconds).
+  return k > above && above > 0 ? out.sort() : out;
 }
 
-/** The count-th largest |x| (1-based), by quickselect on a copy. */
-export function kthLargestAbs(x: Float32Array, count: number): number {
-  const a = new Float32Array(x.length);
+/** The count-th largest |x| (1-based), by quickselect on a copy (in `scratch` when given). */
+export function kthLargestAbs(x: Float32Array, count: number, scratch?: Float32Array): number {
+  if (scratch && scratch.length < x.length) throw new Error(`kthLargestAbs: scratch of ${scratch.length} for ${x.length} values`);
+  const a = scratch ? scratch.subarray(0, x.length) : new Float32Array(x.length);
   for (let i = 0; i < x.length; i++) a[i] = Math.abs(x[i]);
   let lo = 0;
   let hi = a.length - 1;

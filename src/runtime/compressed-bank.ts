@@ -7,7 +7,7 @@ import { applyParts, preparedBytes, prepareParts, type PreparedPart } from '../c
 import { MATRICES, matrixShape, type LayerRecord, type MatrixName } from '../compress/parts.js';
 import { toFloat32 } from '../tensor/convert.js';
 import { swiglu, swigluOai } from '../tensor/activation.js';
-import type { Activation, ExpertBank } from './experts.js';
+import { scaleInPlace, scaleRows, type Activation, type ExpertBank, type ExpertScaling } from './experts.js';
 
 export class CompressedExpertBank implements ExpertBank {
   readonly count: number;
@@ -33,13 +33,14 @@ export class CompressedExpertBank implements ExpertBank {
     this.residentBytes = this.experts.reduce((s, e) => s + MATRICES.reduce((t, m) => t + preparedBytes(e[m], seen), 0), 0);
   }
 
-  async run(e: number, x: Float32Array, n: number): Promise<Float32Array> {
+  /** x: [n, H] -> [n, H]; scaling (compressed experts) multiplies the gate / up inputs and the intermediate. */
+  async run(e: number, x: Float32Array, n: number, scaling?: ExpertScaling): Promise<Float32Array> {
     const { I, H } = this;
     const p = this.experts[e];
-    const g = await applyParts(p.gate, x, n, I, H);
-    const u = await applyParts(p.up, x, n, I, H);
+    const g = await applyParts(p.gate, scaling ? scaleRows(x, scaling.c0) : x, n, I, H);
+    const u = await applyParts(p.up, scaling ? scaleRows(x, scaling.c2) : x, n, I, H);
     if (this.act.kind === 'swiglu') swiglu(g, u, g);
     else swigluOai(g, u, g, this.act.alpha, this.act.limit);
-    return applyParts(p.down, g, n, H, I);
+    return applyParts(p.down, scaling ? scaleInPlace(g, scaling.c1) : g, n, H, I);
   }
 }

@@ -3,16 +3,45 @@
  * reads stacked canonical weights; compressed formats provide their own banks with the same interface.
  */
 import type { MoeConfig } from '../models/canonical.js';
-import { swigluOai } from '../tensor/activation.js';
+import { swiglu, swigluOai } from '../tensor/activation.js';
 import { swigluFfn } from '../tensor/ffn-ort.js';
 import { linear } from '../tensor/gemm.js';
+import type { CompressedExpertsLayer } from './compressed-experts.js';
+
+/**
+ * Per-row scaling of one expert call (METHODS.md Family 3): c0, c2: [n, H] multiply the input
+ * before the gate and the up projection respectively, c1: [n, I] the intermediate before down:
+ * y = down((act(gate(x ⊙ c0), up(x ⊙ c2))) ⊙ c1).
+ */
+export interface ExpertScaling {
+  c0: Float32Array;
+  c1: Float32Array;
+  c2: Float32Array;
+}
 
 export interface ExpertBank {
   readonly count: number; // E
-  /** x: [n, H] -> [n, H], expert e's output for n tokens. */
-  run(e: number, x: Float32Array, n: number): Promise<Float32Array>;
+  /** x: [n, H] -> [n, H], expert e's output for n tokens, optionally scaled per row. */
+  run(e: number, x: Float32Array, n: number, scaling?: ExpertScaling): Promise<Float32Array>;
   /** Bytes of expert weights this bank holds in memory. */
   readonly residentBytes: number;
+  /** Compressed experts of this layer (METHODS.md Family 3): moe-block.ts then routes through them. */
+  readonly compressedExperts?: CompressedExpertsLayer;
+}
+
+/** x ⊙ c elementwise (both [n, N]) into a new array: the bank's input is never written. */
+export function scaleRows(x: Float32Array, c: Float32Array): Float32Array {
+  if (x.length !== c.length) throw new Error(`scaleRows: ${x.length} values scaled by ${c.length}`);
+  const y = new Float32Array(x.length);
+  for (let i = 0; i < y.length; i++) y[i] = x[i] * c[i];
+  return y;
+}
+
+/** a ⊙= c elementwise, in place (a is the bank's own intermediate). */
+export function scaleInPlace(a: Float32Array, c: Float32Array): Float32Array {
+  if (a.length !== c.length) throw new Error(`scaleInPlace: ${a.length} values scaled by ${c.length}`);
+  for (let i = 0; i < a.length; i++) a[i] *= c[i];
+  return a;
 }
 
 /** A SwiGLU FFN: y = down(act(gate x, up x)). gate/up: [F, H], down: [H, F]; biases optional. */
@@ -37,8 +66,15 @@ export function expertActivation(moe: MoeConfig): Activation {
   return { kind: 'swiglu-oai', alpha: moe.oaiSwiglu?.alpha ?? 1.702, limit: moe.oaiSwiglu?.limit ?? 7 };
 }
 
-/** x: [n, H] -> [n, H]. */
-export async function ffnForward(f: FfnWeights, x: Float32Array, n: number, act: Activation): Promise<Float32Array> {
+/** x: [n, H] -> [n, H]; with scaling, gate and up see differently scaled inputs (three calls). */
+export async function ffnForward(f: FfnWeights, x: Float32Array, n: number, act: Activation, scaling?: ExpertScaling): Promise<Float32Array> {
+  if (scaling) {
+    const g = await linear(scaleRows(x, scaling.c0), f.gate, n, f.F, f.H, f.gateBias);
+    const u = await linear(scaleRows(x, scaling.c2), f.up, n, f.F, f.H, f.upBias);
+    if (act.kind === 'swiglu') swiglu(g, u, g);
+    else swigluOai(g, u, g, act.alpha, act.limit);
+    return linear(scaleInPlace(g, scaling.c1), f.down, n, f.H, f.F, f.downBias);
+  }
   // Plain SwiGLU runs as one fused ORT graph; the clamped GPT-OSS variant keeps the three calls.
   if (act.kind === 'swiglu') return swigluFfn(x, f.gate, f.up, f.down, n, f.H, f.F, { gate: f.gateBias, up: f.upBias, down: f.downBias });
   const g = await linear(x, f.gate, n, f.F, f.H, f.gateBias);
@@ -73,7 +109,7 @@ export class DenseExpertBank implements ExpertBank {
       H,
     };
   }
-  run(e: number, x: Float32Array, n: number): Promise<Float32Array> {
-    return ffnForward(this.expert(e), x, n, this.act);
+  run(e: number, x: Float32Array, n: number, scaling?: ExpertScaling): Promise<Float32Array> {
+    return ffnForward(this.expert(e), x, n, this.act, scaling);
   }
 }

@@ -18,6 +18,7 @@ import { isExpertWeight } from '../compress/experts-io.js';
 import { CompressedExpertBank } from './compressed-bank.js';
 import { denseBanks } from './transformer.js';
 import { expertActivation, type ExpertBank } from './experts.js';
+import { hasCompressedExperts, readCompressedExperts, withCompressedExperts, type CompressedExpertsMeta } from './compressed-experts.js';
 
 export interface ModelSource {
   dir: string;
@@ -69,6 +70,8 @@ export interface LoadedModel extends ModelSource {
   banks: (ExpertBank | null)[];
   /** The manifest when the directory is a moepress compressed checkpoint. */
   manifest: Manifest | null;
+  /** moepress-ce.json when the directory carries compressed experts (METHODS.md Family 3). */
+  compressedExperts: CompressedExpertsMeta | null;
 }
 
 export function loadModel(dir: string, opts: LoadOptions = {}): LoadedModel {
@@ -99,10 +102,12 @@ export function loadModel(dir: string, opts: LoadOptions = {}): LoadedModel {
     opts.onProgress?.({ task: 'load', done: i + 1, total: entries.length, unit: 'tensors', detail: entry.name });
   });
   const dense = denseBanks(config, weights, (l) => !compressed.has(l));
+  const ce = hasCompressedExperts(dir) ? readCompressedExperts(dir, config) : null;
   const banks = dense.map((b, l) => {
     const rec = compressed.get(l);
-    if (!rec || !config.moe) return b;
-    return new CompressedExpertBank(rec, config.moe.intermediate, config.hidden, (n) => checkpoint.read(n), expertActivation(config.moe));
+    const bank = !rec || !config.moe ? b : new CompressedExpertBank(rec, config.moe.intermediate, config.hidden, (n) => checkpoint.read(n), expertActivation(config.moe));
+    const vectors = ce?.layers[l];
+    return bank && vectors ? withCompressedExperts(bank, vectors) : bank;
   });
-  return { ...src, weights, banks, manifest };
+  return { ...src, weights, banks, manifest, compressedExperts: ce?.meta ?? null };
 }

@@ -2,6 +2,7 @@
 import type { ModelConfig } from '../models/canonical.js';
 import { linear } from '../tensor/gemm.js';
 import { route, type Routes } from '../tensor/router.js';
+import { scalingFor, splitRoutes, type CompressedRouting } from './compressed-experts.js';
 import { ffnForward, SWIGLU, type ExpertBank, type FfnWeights } from './experts.js';
 import type { Weights } from './weights.js';
 
@@ -15,6 +16,8 @@ export type RouteObserver = (layer: number, routes: Routes, T: number) => void;
 
 /**
  * h: [T, H] -> [T, H]. Tokens are grouped by expert so each expert runs one GEMM over its tokens.
+ * A bank with compressed experts (METHODS.md Family 3, compressed-experts.ts) runs only the K − m
+ * best of each token's top-K, scaled by the vectors of the other m; `observe` sees the top-K.
  */
 export async function moeBlock(cfg: ModelConfig, w: Weights, l: number, h: Float32Array, T: number, bank: ExpertBank, topK: number | undefined, observe?: RouteObserver): Promise<Float32Array> {
   const moe = cfg.moe!;
@@ -24,10 +27,12 @@ export async function moeBlock(cfg: ModelConfig, w: Weights, l: number, h: Float
   const logits = await linear(h, w.get(`${p}.router.weight`).data, T, E, H, w.opt(`${p}.router.bias`) ?? undefined);
   const routes = route(logits, T, E, moe.routing, topK ?? moe.routing.topK, w.opt(`${p}.router.correction_bias`));
   observe?.(l, routes, T);
-  const K = routes.K;
+  const split: CompressedRouting | null = bank.compressedExperts ? splitRoutes(routes, T, bank.compressedExperts, H, moe.intermediate) : null;
+  const run = split ? split.full : routes;
+  const K = run.K;
   // Bucket (token, slot) pairs by expert.
   const counts = new Int32Array(E);
-  for (let i = 0; i < T * K; i++) counts[routes.experts[i]]++;
+  for (let i = 0; i < T * K; i++) counts[run.experts[i]]++;
   const out = new Float32Array(T * H);
   for (let e = 0; e < E; e++) {
     const n = counts[e];
@@ -36,13 +41,13 @@ export async function moeBlock(cfg: ModelConfig, w: Weights, l: number, h: Float
     const gates = new Float32Array(n);
     let j = 0;
     for (let i = 0; i < T * K; i++) {
-      if (routes.experts[i] !== e) continue;
+      if (run.experts[i] !== e) continue;
       tokens[j] = Math.floor(i / K);
-      gates[j++] = routes.weights[i];
+      gates[j++] = run.weights[i];
     }
     const x = new Float32Array(n * H);
     for (let r = 0; r < n; r++) x.set(h.subarray(tokens[r] * H, (tokens[r] + 1) * H), r * H);
-    const y = await bank.run(e, x, n);
+    const y = await bank.run(e, x, n, split ? scalingFor(split, tokens, H, moe.intermediate) : undefined);
     for (let r = 0; r < n; r++) {
       const o = tokens[r] * H;
       const g = gates[r];

@@ -17,8 +17,8 @@ import { add, clamp, embedding, reshape, rmsNorm, scale } from './ops/elementwis
 import { rope } from './ops/rope.js';
 import { causalAttention } from './ops/attention.js';
 import { linear } from './ops/linear.js';
-import { moeLayer, stackedExperts, swigluFfn, type ExpertFn } from './ops/moe.js';
-import { loadBalancingLoss, type Routing } from './ops/routing.js';
+import { moeLayer, stackedExperts, swigluFfn, type ExpertFn, type Router } from './ops/moe.js';
+import { loadBalancingLoss, type Routing, type TopKOptions } from './ops/routing.js';
 import { crossEntropy } from './ops/softmax.js';
 import { allocBuf, Var, type DType, type Tape } from './tape.js';
 
@@ -36,6 +36,9 @@ export function unsupported(cfg: ModelConfig): string | null {
   }
   return null;
 }
+
+/** h: [T, H] of MoE layer l -> its output [T, H] and the routing (for the load-balancing loss). */
+export type MoeLayerFn = (tape: Tape, l: number, h: Var, router: Router, opts: TopKOptions) => Promise<{ out: Var; routing: Routing }>;
 
 export interface TrainableModelOptions {
   /** Parameter precision: 'f32' to train, 'f64' for gradient checks. Default 'f32'. */
@@ -63,6 +66,11 @@ export class TrainableModel {
   readonly rope: RopeTables;
   /** Per layer: the routed experts (null for dense-FFN layers). Replace to change their form. */
   experts: (ExpertFn[] | null)[];
+  /**
+   * Runs MoE layer l (routing and experts): moeLayer over experts[l] unless replaced, e.g. by
+   * compressed experts, which route differently (METHODS.md Family 3, ops/compressed-experts.ts).
+   */
+  moeLayer: MoeLayerFn = (tape, l, h, router, opts) => moeLayer(tape, h, router, this.experts[l]!, opts);
 
   constructor(readonly config: ModelConfig, weights: Weights, opts: TrainableModelOptions = {}) {
     const why = unsupported(config);
@@ -147,7 +155,7 @@ export class TrainableModel {
       if (experts) {
         const moe = cfg.moe!;
         const r = `layers.${l}.moe.router`;
-        const res = await moeLayer(tape, h, { weight: this.p(`${r}.weight`), bias: this.opt(`${r}.bias`) }, experts, {
+        const res = await this.moeLayer(tape, l, h, { weight: this.p(`${r}.weight`), bias: this.opt(`${r}.bias`) }, {
           topK: opts.topK ?? moe.routing.topK,
           normTopK: moe.routing.normTopK,
           scale: moe.routing.scale,

@@ -76,6 +76,8 @@ export interface AlignTimings {
    * part not hidden behind the scans.
    */
   gemmMs: number;
+  /** Floating-point operations of those GEMMs (2·rows·cols·K each). */
+  gemmFlops: number;
   /** Dense or sparse LAPJV. */
   assignMs: number;
   /** Exact costs on candidate edges (fast). */
@@ -115,7 +117,7 @@ export async function alignExpert(bary: PointCloud, expert: PointCloud, opts: Al
   if (opts.fallback !== undefined && !isPerm(opts.fallback, bary.n)) throw new Error('alignExpert: fallback is not a permutation of the rows');
   const mode = opts.mode ?? (bary.n <= EXACT_MAX_N ? 'exact' : 'fast');
   const t0 = performance.now();
-  const timer = { gemmMs: 0, assignMs: 0, refineMs: 0 };
+  const timer = { gemmMs: 0, gemmFlops: 0, assignMs: 0, refineMs: 0 };
   const x: PointCloud = { ...bary, norms: bary.norms ?? rowNorms(bary) };
   const z: PointCloud = { ...expert, norms: expert.norms ?? rowNorms(expert) };
   const r = mode === 'exact' ? await alignExact(x, z, timer) : await alignFast(x, z, opts, timer);
@@ -124,7 +126,7 @@ export async function alignExpert(bary: PointCloud, expert: PointCloud, opts: Al
   return { ...r, mode, timings };
 }
 
-type Timer = { gemmMs: number; assignMs: number; refineMs: number };
+type Timer = { gemmMs: number; gemmFlops: number; assignMs: number; refineMs: number };
 /** Candidate edges in CSR form: row i's columns are cols[rowStart[i] .. rowStart[i+1]). */
 type Edges = { rowStart: Int32Array; cols: Int32Array };
 type Core = Omit<AlignResult, 'mode' | 'timings'>;

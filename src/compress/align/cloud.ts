@@ -152,17 +152,21 @@ export const COST_BLOCK_ROWS = 512;
 /**
  * Row blocks of x wᵀ (x: [n, K], w: [m, K]) -> yields [r0, B, g: [B, m]], the GEMM of block
  * b + 1 already running while the caller scans block b: ORT computes on its own threads, so the
- * JS scan and the next product overlap. `timer.gemmMs` gets only the time spent waiting.
+ * JS scan and the next product overlap. `timer.gemmMs` gets only the time spent waiting;
+ * `timer.gemmFlops` counts 2·B·m·K per block.
  */
 export async function* gemmRowBlocks(
-  x: Float32Array, w: Float32Array, n: number, m: number, K: number, timer?: { gemmMs: number },
+  x: Float32Array, w: Float32Array, n: number, m: number, K: number, timer?: { gemmMs: number; gemmFlops?: number },
 ): AsyncGenerator<[number, number, Float32Array]> {
   const start = (r0: number) => linear(x.subarray(r0 * K, Math.min(n, r0 + COST_BLOCK_ROWS) * K), w, Math.min(COST_BLOCK_ROWS, n - r0), m, K);
   let next = n > 0 ? start(0) : undefined;
   for (let r0 = 0; r0 < n; r0 += COST_BLOCK_ROWS) {
     const t = performance.now();
     const g = await next!;
-    if (timer) timer.gemmMs += performance.now() - t;
+    if (timer) {
+      timer.gemmMs += performance.now() - t;
+      if (timer.gemmFlops !== undefined) timer.gemmFlops += 2 * Math.min(COST_BLOCK_ROWS, n - r0) * m * K;
+    }
     next = r0 + COST_BLOCK_ROWS < n ? start(r0 + COST_BLOCK_ROWS) : undefined;
     yield [r0, Math.min(COST_BLOCK_ROWS, n - r0), g];
   }
@@ -174,7 +178,7 @@ export async function* gemmRowBlocks(
  * entry; the assignment is exact for the matrix it is given. Negative results of cancellation
  * are clamped to 0 (a squared distance).
  */
-export async function denseCost(x: PointCloud, z: PointCloud, timer?: { gemmMs: number }): Promise<Float32Array> {
+export async function denseCost(x: PointCloud, z: PointCloud, timer?: { gemmMs: number; gemmFlops?: number }): Promise<Float32Array> {
   checkCloud('denseCost', 'x', x);
   checkCloud('denseCost', 'z', z);
   if (x.dim !== z.dim) throw new Error(`denseCost: x has D=${x.dim}, z has D=${z.dim}`);

@@ -4,11 +4,12 @@
  */
 import { fromFloat32 } from '../../tensor/convert.js';
 import { accurateSvdOptions, lowRank } from '../../tensor/svd.js';
-import { budgetError, expertMatrix, type LayerExperts, type LayerStore, type Method, type MethodOptions } from '../method.js';
+import { expertBuffers, readExpert, type ExpertSource } from '../experts-io.js';
+import { budgetError, type LayerStore, type Method, type MethodOptions } from '../method.js';
 import { MATRICES, matrixShape, type ExpertParts } from '../parts.js';
 import { storedBytes } from '../quant/codec.js';
 import { chooseCodec, minimumBudget } from '../quant/select.js';
-import { makeRecord } from './record.js';
+import { RecordBuilder } from './record.js';
 import { sparseCapacity, storeTopMagnitude } from './store-helpers.js';
 
 type Kind = 'prune' | 'svd' | 'quant';
@@ -17,8 +18,8 @@ function svdRank(I: number, H: number, budget: number): number {
   return Math.floor((budget * I * H) / (I + H));
 }
 
-async function compressBaseline(kind: Kind, x: LayerExperts, store: LayerStore, opts: MethodOptions) {
-  const parts: ExpertParts[] = Array.from({ length: x.E }, () => ({ gate: [], up: [], down: [] }));
+/** One expert at a time: each matrix compressed and stored on its own. */
+async function compressBaseline(kind: Kind, x: ExpertSource, store: LayerStore, opts: MethodOptions) {
   const n = x.I * x.H;
   const choices: Record<string, unknown> = {};
   const codec = kind === 'quant' ? chooseCodec(opts.budget, { rtn: true, n }) : null;
@@ -27,23 +28,27 @@ async function compressBaseline(kind: Kind, x: LayerExperts, store: LayerStore, 
   if (codec) choices.codec = codec.id;
   if (kind === 'svd') choices.rank = rank;
   if (kind === 'prune') choices.density = count / n;
-  for (const m of MATRICES) {
-    const [out, inp] = matrixShape(m, x.I, x.H);
-    for (let e = 0; e < x.E; e++) {
-      const w = expertMatrix(x, m, e);
-      if (kind === 'prune') parts[e][m].push(storeTopMagnitude(store, `e${e}.${m}`, w, count));
+  const builder = new RecordBuilder(x, store, kind, null);
+  const buf = expertBuffers(x); // one expert's buffers, reused for every expert
+  for (let e = 0; e < x.E; e++) {
+    const w = readExpert(x, e, buf);
+    const parts: ExpertParts = { gate: [], up: [], down: [] };
+    for (const m of MATRICES) {
+      const [out, inp] = matrixShape(m, x.I, x.H);
+      if (kind === 'prune') parts[m].push(storeTopMagnitude(store, `e${e}.${m}`, w[m], count));
       else if (kind === 'quant') {
-        const ref = store.put(`e${e}.${m}.q`, { dtype: 'U8', shape: [storedBytes(codec!, n)], data: codec!.quantize(w) });
-        parts[e][m].push({ kind: 'quant', codec: codec!.id, ref });
+        const ref = store.put(`e${e}.${m}.q`, { dtype: 'U8', shape: [storedBytes(codec!, n)], data: codec!.quantize(w[m]) });
+        parts[m].push({ kind: 'quant', codec: codec!.id, ref });
       } else {
-        const f = await lowRank(w, out, inp, rank, accurateSvdOptions(rank, out, inp, opts.seed + e));
+        const f = await lowRank(w[m], out, inp, rank, accurateSvdOptions(rank, out, inp, opts.seed + e));
         const left = store.put(`e${e}.${m}.left`, { dtype: 'BF16', shape: [out, rank], data: fromFloat32(f.left, 'BF16') });
         const right = store.put(`e${e}.${m}.right`, { dtype: 'BF16', shape: [rank, inp], data: fromFloat32(f.right, 'BF16') });
-        parts[e][m].push({ kind: 'lowrank', left, right, rank, transposed: false });
+        parts[m].push({ kind: 'lowrank', left, right, rank, transposed: false });
       }
     }
+    builder.add(e, parts, w);
   }
-  return makeRecord(x, store, kind, parts, null, choices);
+  return builder.finish(choices);
 }
 
 const checks: Record<Kind, (E: number, I: number, H: number, budget: number) => void> = {

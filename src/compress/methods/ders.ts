@@ -3,17 +3,21 @@
  * delta per expert. ders-drop keeps a seeded random subset of delta entries rescaled by 1/keep
  * (DARE-style; the mask is regenerated from the seed, never stored), ders-magnitude keeps the
  * largest |Δ|, ders-quant stores Δ block-quantized.
+ *
+ * Two passes over the experts: one for the base (a streaming mean, a median over row blocks, or
+ * the barycenter iteration), then one expert at a time for the deltas, each stored as soon as it
+ * is made; the base (bf16-rounded) and one expert are what stays in memory.
  */
-import { computeBase } from '../base.js';
-import { budgetError, derivedSeed, expertMatrix, referenceBytes, type LayerExperts, type LayerStore, type Method, type MethodOptions } from '../method.js';
-import { MATRICES, matrixShape, type ExpertParts, type MatrixPart } from '../parts.js';
+import { baseLabel, computeBase, type Base } from '../base.js';
+import { expertBuffers, readExpert, type ExpertSource } from '../experts-io.js';
+import { budgetError, derivedSeed, referenceBytes, type LayerStore, type Method, type MethodOptions } from '../method.js';
+import { MATRICES, type ExpertParts, type MatrixName, type MatrixPart } from '../parts.js';
 import { chooseCodec, chooseScaleDtype, minimumBudget } from '../quant/select.js';
-import { storedBytes } from '../quant/codec.js';
+import { storedBytes, type BlockCodec } from '../quant/codec.js';
 import { seededPositions } from '../sparse.js';
-import { baseLabel } from '../base.js';
-import { makeRecord } from './record.js';
-import { sparseCapacity, storeDense, storeSparse, storeTopMagnitude, subtract } from './store-helpers.js';
-import { alignedBase } from './aligned.js';
+import { RecordBuilder } from './record.js';
+import { sparseCapacity, storeBase, storeSparse, storeTopMagnitude, subtract } from './store-helpers.js';
+import { alignedBase, permuteMatrix } from './aligned.js';
 
 type Delta = 'drop' | 'magnitude' | 'quant';
 
@@ -32,67 +36,82 @@ function minQuantFraction(): number {
   return minimumBudget();
 }
 
-async function compressDers(kind: Delta, x: LayerExperts, store: LayerStore, opts: MethodOptions) {
-  const ref = referenceBytes(x.E, x.I, x.H);
-  const aligned = opts.base === 'aligned' && !opts.denseBase;
-  const { base, perms, view, iters } = aligned ? await alignedBase(x, opts) : { base: computeBase(x, opts.base as Exclude<typeof opts.base, 'aligned'>, opts.denseBase), perms: null, view: x, iters: 0 };
-  const parts: ExpertParts[] = Array.from({ length: x.E }, () => ({ gate: [], up: [], down: [] }));
-  const rounded: Record<string, Float32Array> = {};
-  for (const m of MATRICES) {
-    const [out, inp] = matrixShape(m, x.I, x.H);
-    const d = storeDense(store, `base.${m}`, base[m], out, inp);
-    rounded[m] = d.rounded;
-    for (const p of parts) p[m].push(d.part);
-  }
-  const permBytes = perms ? x.E * x.I * (x.I > 65536 ? 4 : 2) : 0;
-  const left = opts.budget * ref - store.bytes() - permBytes; // bytes for all deltas of the layer
-  if (left <= 0) throw budgetError(`ders-${kind}`, opts.budget, (store.bytes() + permBytes) / ref, 'the shared base');
+/** How each delta matrix is stored, fixed for the layer before the expert pass. */
+type DeltaPlan =
+  | { kind: 'drop'; q: number }
+  | { kind: 'magnitude'; count: number }
+  | { kind: 'quant'; codec: BlockCodec | null; bytes: number };
+
+function planDeltas(kind: Delta, x: ExpertSource, opts: MethodOptions, left: number, overhead: number, choices: Record<string, unknown>): DeltaPlan {
   const n = x.I * x.H;
-  const choices: Record<string, unknown> = { base: baseLabel(opts.base, opts.denseBase !== null) };
-  if (aligned) choices.alignIters = iters;
+  const ref = referenceBytes(x.E, x.I, x.H);
   if (kind === 'drop') {
     // keep fraction q with a 4-sigma margin on the total kept count of the layer's 3E matrices
     const r = left / (2 * 3 * x.E * n);
     const q = Math.min(1, r - 4 * Math.sqrt((r * (1 - r)) / (3 * x.E * n)));
-    if (q <= 0) throw budgetError('ders-drop', opts.budget, (store.bytes() + permBytes) / ref, 'the shared base plus a non-empty delta');
+    if (q <= 0) throw budgetError('ders-drop', opts.budget, overhead / ref, 'the shared base plus a non-empty delta');
     choices.keep = q;
-    MATRICES.forEach((m, mi) => {
-      for (let e = 0; e < x.E; e++) {
-        const delta = subtract(expertMatrix(view, m, e), rounded[m]);
-        const seed = derivedSeed(opts.seed, x.layer, e, mi);
-        const pos = seededPositions(seed, q, n);
-        const part = storeSparse(store, `e${e}.${m}.delta`, delta, pos, 1 / q);
-        // positions are regenerated from the seed: drop the stored index
-        if (part.kind === 'sparse' && part.index.kind !== 'seeded') {
-          store.tensors.delete(part.index.ref);
-          part.index = { kind: 'seeded', seed, keep: q };
-        }
-        parts[e][m].push(part);
-      }
-    });
-  } else if (kind === 'magnitude') {
+    return { kind, q };
+  }
+  if (kind === 'magnitude') {
     const count = sparseCapacity(n, Math.floor(left / (3 * x.E)));
     choices.density = count / n;
-    for (const m of MATRICES) {
-      for (let e = 0; e < x.E; e++) parts[e][m].push(storeTopMagnitude(store, `e${e}.${m}.delta`, subtract(expertMatrix(view, m, e), rounded[m]), count));
-    }
-  } else {
-    // Deltas of upcycled experts can be ~1e-5: pick bf16 block scales when f16 would underflow.
-    const probe = subtract(expertMatrix(view, 'gate', 0), rounded.gate);
-    const codec = chooseCodec(left / ref, { n, scaleDtype: chooseScaleDtype(probe, 4, 64) });
-    choices.codec = codec.id;
-    for (const m of MATRICES) {
-      const [out, inp] = matrixShape(m, x.I, x.H);
-      for (let e = 0; e < x.E; e++) {
-        const delta = subtract(expertMatrix(view, m, e), rounded[m]);
-        const ref2 = store.put(`e${e}.${m}.delta.q`, { dtype: 'U8', shape: [storedBytes(codec, n)], data: codec.quantize(delta) });
-        parts[e][m].push({ kind: 'quant', codec: codec.id, ref: ref2 } satisfies MatrixPart);
-        void out;
-        void inp;
-      }
-    }
+    return { kind, count };
   }
-  return makeRecord(x, store, `ders-${kind}`, parts, perms, choices);
+  // The codec is chosen on expert 0's gate delta, when the expert pass reaches it.
+  return { kind, codec: null, bytes: left };
+}
+
+async function compressDers(kind: Delta, x: ExpertSource, store: LayerStore, opts: MethodOptions) {
+  const ref = referenceBytes(x.E, x.I, x.H);
+  const aligned = opts.base === 'aligned' && !opts.denseBase;
+  let iters = 0;
+  let perms: Int32Array[] | null = null;
+  let base: Base;
+  if (aligned) ({ base, perms, iters } = await alignedBase(x, opts));
+  else base = computeBase(x, opts.base as Exclude<typeof opts.base, 'aligned'>, opts.denseBase);
+  const builder = new RecordBuilder(x, store, `ders-${kind}`, perms);
+  // from here on only the bf16-rounded base is used (computeBase's object is ours to consume)
+  const { parts: shared, refs, rounded } = storeBase(store, 'base', base, x.I, x.H);
+  for (const m of MATRICES) builder.share(refs[m], rounded[m]);
+  const permBytes = perms ? x.E * x.I * (x.I > 65536 ? 4 : 2) : 0;
+  const left = opts.budget * ref - store.bytes() - permBytes; // bytes for all deltas of the layer
+  if (left <= 0) throw budgetError(`ders-${kind}`, opts.budget, (store.bytes() + permBytes) / ref, 'the shared base');
+  const choices: Record<string, unknown> = { base: baseLabel(opts.base, opts.denseBase !== null) };
+  if (aligned) choices.alignIters = iters;
+  const plan = planDeltas(kind, x, opts, left, store.bytes() + permBytes, choices);
+  const n = x.I * x.H;
+  const buf = expertBuffers(x); // one expert's buffers, reused for every expert
+  for (let e = 0; e < x.E; e++) {
+    const w = readExpert(x, e, buf);
+    const parts: ExpertParts = { gate: [shared.gate], up: [shared.up], down: [shared.down] };
+    MATRICES.forEach((m, mi) => {
+      const v = perms ? permuteMatrix(w[m], perms[e], m, x.I, x.H) : w[m];
+      const delta = subtract(v, rounded[m]);
+      parts[m].push(storeDelta(plan, store, x, opts, e, m, mi, delta, choices, n));
+    });
+    builder.add(e, parts, w);
+  }
+  return builder.finish(choices);
+}
+
+/** One delta matrix, stored as the plan says. */
+function storeDelta(plan: DeltaPlan, store: LayerStore, x: ExpertSource, opts: MethodOptions, e: number, m: MatrixName, mi: number, delta: Float32Array, choices: Record<string, unknown>, n: number): MatrixPart {
+  const local = `e${e}.${m}.delta`;
+  if (plan.kind === 'drop') {
+    // positions are regenerated from the seed: nothing stored for them
+    const seed = derivedSeed(opts.seed, x.layer, e, mi);
+    return storeSparse(store, local, delta, seededPositions(seed, plan.q, n), 1 / plan.q, { seed, keep: plan.q });
+  }
+  if (plan.kind === 'magnitude') return storeTopMagnitude(store, local, delta, plan.count);
+  if (plan.codec === null) {
+    // Deltas of upcycled experts can be ~1e-5: pick bf16 block scales when f16 would underflow.
+    // Expert 0's gate delta is the probe (the first delta of the pass).
+    plan.codec = chooseCodec(plan.bytes / referenceBytes(x.E, x.I, x.H), { n, scaleDtype: chooseScaleDtype(delta, 4, 64) });
+    choices.codec = plan.codec.id;
+  }
+  const ref = store.put(`${local}.q`, { dtype: 'U8', shape: [storedBytes(plan.codec, n)], data: plan.codec.quantize(delta) });
+  return { kind: 'quant', codec: plan.codec.id, ref };
 }
 
 function dersMethod(kind: Delta, summary: string): Method {

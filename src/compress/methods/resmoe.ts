@@ -8,12 +8,13 @@
 import { fromFloat32 } from '../../tensor/convert.js';
 import { accurateSvdOptions, lowRank } from '../../tensor/svd.js';
 import { expertPoints } from '../barycenter.js';
-import { budgetError, expertMatrix, referenceBytes, type LayerExperts, type LayerStore, type Method, type MethodOptions } from '../method.js';
-import { MATRICES, matrixShape, type ExpertParts, type MatrixPart } from '../parts.js';
+import { expertBuffers, readExpert, type ExpertSource } from '../experts-io.js';
+import { budgetError, referenceBytes, type LayerStore, type Method, type MethodOptions } from '../method.js';
+import { MATRICES, type ExpertParts, type MatrixName, type MatrixPart } from '../parts.js';
 import { topMagnitudePositions } from '../sparse.js';
 import { alignedBase } from './aligned.js';
-import { makeRecord } from './record.js';
-import { sparseCapacity, storeDense, storeSparse, subtract } from './store-helpers.js';
+import { RecordBuilder } from './record.js';
+import { sparseCapacity, storeBase, storeSparse } from './store-helpers.js';
 
 const permBytes = (E: number, I: number) => E * I * (I > 65536 ? 4 : 2);
 
@@ -24,55 +25,83 @@ function overhead(E: number, I: number, H: number): number {
 
 type Kind = 'prune' | 'svd' | 'merge';
 
-async function compressResMoe(kind: Kind, x: LayerExperts, store: LayerStore, opts: MethodOptions) {
+/**
+ * Two passes over the experts: the barycenter iteration (one expert cloud at a time), then one
+ * expert at a time for its residual, stored as soon as it is made. In memory: the bf16-rounded
+ * barycenter, one expert and its residual.
+ */
+async function compressResMoe(kind: Kind, x: ExpertSource, store: LayerStore, opts: MethodOptions) {
   const ref = referenceBytes(x.E, x.I, x.H);
-  const { base, perms, view, iters } = await alignedBase(x, opts);
-  const parts: ExpertParts[] = Array.from({ length: x.E }, () => ({ gate: [], up: [], down: [] }));
-  const rounded: Record<string, Float32Array> = {};
-  for (const m of MATRICES) {
-    const [out, inp] = matrixShape(m, x.I, x.H);
-    const d = storeDense(store, `bary.${m}`, base[m], out, inp);
-    rounded[m] = d.rounded;
-    for (const p of parts) p[m].push(d.part);
-  }
+  const { base, perms, iters } = await alignedBase(x, opts);
+  const builder = new RecordBuilder(x, store, kind === 'merge' ? 'merge' : `resmoe-${kind}`, perms);
+  // from here on only the bf16-rounded barycenter is used
+  const { parts: shared, refs, rounded } = storeBase(store, 'bary', base, x.I, x.H);
+  for (const m of MATRICES) builder.share(refs[m], rounded[m]);
   const left = opts.budget * ref - store.bytes() - permBytes(x.E, x.I);
   const choices: Record<string, unknown> = { alignIters: iters };
   const n = x.I * x.H;
+  let count = 0;
+  let rank = 0;
   if (kind === 'prune') {
-    const count = sparseCapacity(3 * n, Math.floor(left / x.E));
+    count = sparseCapacity(3 * n, Math.floor(left / x.E));
     choices.density = count / (3 * n);
-    for (let e = 0; e < x.E; e++) {
-      const deltas = MATRICES.map((m) => subtract(expertMatrix(view, m, e), rounded[m]));
-      // one threshold over the whole residual of the expert
-      const all = new Float32Array(3 * n);
-      deltas.forEach((d, i) => all.set(d, i * n));
-      const pos = topMagnitudePositions(all, count);
-      MATRICES.forEach((m, i) => {
-        const mine = pos.filter((p) => p >= i * n && p < (i + 1) * n).map((p) => p - i * n);
-        parts[e][m].push(storeSparse(store, `e${e}.${m}.residual`, deltas[i], mine));
-      });
-    }
   } else if (kind === 'svd') {
-    const rank = Math.floor(left / x.E / (2 * (x.I + 3 * x.H)));
+    rank = Math.floor(left / x.E / (2 * (x.I + 3 * x.H)));
     if (rank < 1) throw budgetError('resmoe-svd', opts.budget, overhead(x.E, x.I, x.H) + (x.E * 2 * (x.I + 3 * x.H)) / ref, 'the barycenter, permutations and a rank-1 residual');
     choices.rank = rank;
-    for (let e = 0; e < x.E; e++) {
-      const d = MATRICES.map((m) => subtract(expertMatrix(view, m, e), rounded[m]));
+  }
+  // One expert, its residual and the selection's scratch, reused for every expert of the layer.
+  const buf = expertBuffers(x);
+  const all = kind === 'prune' ? new Float32Array(3 * n) : null;
+  const scratch = kind === 'prune' ? new Float32Array(3 * n) : undefined;
+  for (let e = 0; e < x.E; e++) {
+    const w = readExpert(x, e, buf);
+    const parts: ExpertParts = { gate: [shared.gate], up: [shared.up], down: [shared.down] };
+    if (all) {
+      // one threshold over the whole residual [gate | up | down] of the expert
+      MATRICES.forEach((m, i) => residualInto(all.subarray(i * n, (i + 1) * n), w[m], perms[e], rounded[m], m, x.I, x.H));
+      const pos = topMagnitudePositions(all, count, scratch);
+      MATRICES.forEach((m, i) => {
+        const mine = pos.filter((p) => p >= i * n && p < (i + 1) * n).map((p) => p - i * n);
+        parts[m].push(storeSparse(store, `e${e}.${m}.residual`, all.subarray(i * n, (i + 1) * n), mine));
+      });
+    } else if (kind === 'svd') {
+      const d = MATRICES.map((m) => residualInto(new Float32Array(n), w[m], perms[e], rounded[m], m, x.I, x.H));
       const pts = expertPoints(d[0], d[1], d[2], x.I, x.H); // [I, 3H]
-      const r0 = Math.min(rank, x.I, 3 * x.H);
-      const { left: L, right: R } = await lowRank(pts, x.I, 3 * x.H, r0, accurateSvdOptions(r0, x.I, 3 * x.H, opts.seed + e));
       const r = Math.min(rank, x.I, 3 * x.H);
+      const { left: L, right: R } = await lowRank(pts, x.I, 3 * x.H, r, accurateSvdOptions(r, x.I, 3 * x.H, opts.seed + e));
       const lref = store.put(`e${e}.residual.left`, { dtype: 'BF16', shape: [x.I, r], data: fromFloat32(L, 'BF16') });
       MATRICES.forEach((m, i) => {
         const Rm = new Float32Array(r * x.H);
         for (let k = 0; k < r; k++) Rm.set(R.subarray(k * 3 * x.H + i * x.H, k * 3 * x.H + (i + 1) * x.H), k * x.H);
         const rref = store.put(`e${e}.residual.right.${m}`, { dtype: 'BF16', shape: [r, x.H], data: fromFloat32(Rm, 'BF16') });
         // gate/up: Δ = L·R_m [I, H]; down: Δ = (L·R_down)ᵀ [H, I]
-        parts[e][m].push({ kind: 'lowrank', left: lref, right: rref, rank: r, transposed: m === 'down' } satisfies MatrixPart);
+        parts[m].push({ kind: 'lowrank', left: lref, right: rref, rank: r, transposed: m === 'down' } satisfies MatrixPart);
       });
     }
+    builder.add(e, parts, w);
   }
-  return makeRecord(x, store, kind === 'merge' ? 'merge' : `resmoe-${kind}`, parts, perms, choices);
+  return builder.finish(choices);
+}
+
+/**
+ * out = P w − rounded for one matrix: w moved into barycenter order (slot j takes neuron perm[j])
+ * minus the stored barycenter, without materialising P w. out: [out, in], returned.
+ */
+function residualInto(out: Float32Array, w: Float32Array, perm: Int32Array, rounded: Float32Array, m: MatrixName, I: number, H: number): Float32Array {
+  if (m === 'down') {
+    for (let h = 0; h < H; h++) {
+      const o = h * I;
+      for (let j = 0; j < I; j++) out[o + j] = w[o + perm[j]] - rounded[o + j];
+    }
+  } else {
+    for (let j = 0; j < I; j++) {
+      const s = perm[j] * H;
+      const o = j * H;
+      for (let h = 0; h < H; h++) out[o + h] = w[s + h] - rounded[o + h];
+    }
+  }
+  return out;
 }
 
 function check(kind: Kind) {

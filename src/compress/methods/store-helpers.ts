@@ -1,14 +1,35 @@
 /** Storing the pieces methods share: bf16 dense matrices, sparse matrices with exact byte counts. */
 import { fromFloat32, toFloat32 } from '../../tensor/convert.js';
 import type { LayerStore } from '../method.js';
-import type { MatrixPart } from '../parts.js';
+import { MATRICES, matrixShape, type MatrixName, type MatrixPart } from '../parts.js';
 import { gatherValues, positionBytes, positionsToBitmask, topMagnitudePositions } from '../sparse.js';
 
 /** Store w [out, in] as bf16 and return the part and the rounded values (what readers will see). */
-export function storeDense(store: LayerStore, local: string, w: Float32Array, out: number, inp: number): { part: MatrixPart; rounded: Float32Array } {
+export function storeDense(store: LayerStore, local: string, w: Float32Array, out: number, inp: number): { part: MatrixPart; ref: string; rounded: Float32Array } {
   const t = { dtype: 'BF16' as const, shape: [out, inp], data: fromFloat32(w, 'BF16') };
   const ref = store.put(local, t);
-  return { part: { kind: 'dense', ref }, rounded: toFloat32(t) };
+  return { part: { kind: 'dense', ref }, ref, rounded: toFloat32(t) };
+}
+
+/**
+ * Stores a layer's shared base (or barycenter) as bf16 `${prefix}.{gate,up,down}` and returns
+ * the dense part of each matrix with its bf16-rounded values (what every delta is taken against).
+ * Consumes `base`: each float32 matrix is released (replaced by an empty array) once stored, so
+ * only the rounded copy stays in memory.
+ */
+export function storeBase(store: LayerStore, prefix: string, base: Record<MatrixName, Float32Array>, I: number, H: number): { parts: Record<MatrixName, MatrixPart>; refs: Record<MatrixName, string>; rounded: Record<MatrixName, Float32Array> } {
+  const parts = {} as Record<MatrixName, MatrixPart>;
+  const refs = {} as Record<MatrixName, string>;
+  const rounded = {} as Record<MatrixName, Float32Array>;
+  for (const m of MATRICES) {
+    const [out, inp] = matrixShape(m, I, H);
+    const d = storeDense(store, `${prefix}.${m}`, base[m], out, inp);
+    base[m] = new Float32Array(0);
+    parts[m] = d.part;
+    refs[m] = d.ref;
+    rounded[m] = d.rounded;
+  }
+  return { parts, refs, rounded };
 }
 
 /** The largest number of entries a sparse matrix of n entries can keep within `bytes`. */
@@ -19,9 +40,13 @@ export function sparseCapacity(n: number, bytes: number): number {
   return Math.max(0, Math.min(n, Math.max(withMask, withIdx)));
 }
 
-/** Store x at the given positions (bf16 values × scale) with the cheaper position encoding. */
-export function storeSparse(store: LayerStore, local: string, x: Float32Array, pos: Int32Array, scale = 1): MatrixPart {
+/**
+ * Store x at the given positions (bf16 values × scale) with the cheaper position encoding, or,
+ * when `seeded` is given, no positions at all (readers regenerate them from the seed).
+ */
+export function storeSparse(store: LayerStore, local: string, x: Float32Array, pos: Int32Array, scale = 1, seeded?: { seed: number; keep: number }): MatrixPart {
   const values = store.put(`${local}.values`, { dtype: 'BF16', shape: [pos.length], data: gatherValues(x, pos, scale) });
+  if (seeded) return { kind: 'sparse', values, index: { kind: 'seeded', seed: seeded.seed, keep: seeded.keep } };
   const how = positionBytes(x.length, pos.length);
   if (how.kind === 'bitmask') {
     const ref = store.put(`${local}.mask`, { dtype: 'U8', shape: [Math.ceil(x.length / 8)], data: positionsToBitmask(pos, x.length) });

@@ -1,0 +1,203 @@
+/**
+ * `moepress finetune`: compressed experts (METHODS.md Family 3). Loads an MoE, replaces the m
+ * lowest-weighted of each token's top-K experts by per-expert vectors c0, c2 ∈ R^H, c1 ∈ R^I
+ * (initialised to ones), trains them (and, with --train ce+router / all, the routers or every
+ * tensor) on random windows of a text with trainLoop, and writes a model directory that loads
+ * and evaluates with the compressed routing: the model's files plus moepress-ce.safetensors and
+ * moepress-ce.json (runtime/compressed-experts.ts).
+ *
+ * Loss: next-token cross-entropy only (no load-balancing term, as transformers without
+ * output_router_logits). The output is built in `${out}.partial` (training checkpoints in its
+ * train-state/ folder, for --resume) and renamed to `out` when complete.
+ */
+import { existsSync, mkdirSync, rmSync, renameSync, statSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { MoepressError } from '../io/errors.js';
+import { activeExpertParams, type ActiveExpertParams } from '../models/summary.js';
+import type { ProgressFn } from '../progress.js';
+import { hasCompressedExperts, writeCompressedExperts } from '../runtime/compressed-experts.js';
+import { loadModel } from '../runtime/load-model.js';
+import { loadTokenizer } from '../runtime/tokenizer.js';
+import { isCompressedDir, packageVersion } from '../compress/format.js';
+import { loadTokens, WindowSampler } from './data.js';
+import { compressedExpertsModel, TRAIN_MODES, type TrainMode } from './finetune-model.js';
+import { copyModelFiles, writeModelFiles } from './finetune-output.js';
+import { trainLoop } from './loop.js';
+import { unsupported } from './model.js';
+
+export interface FinetuneOptions {
+  out: string;
+  /** m: compressed experts per token, 1 <= m < K. */
+  compressedExperts: number;
+  /** Training text (plain or .gz), tokenized with the model's tokenizer.json. */
+  text: string;
+  /** Optimizer steps. */
+  steps: number;
+  /** What trains besides the vectors: nothing ('ce', default), the routers, or everything. */
+  train?: TrainMode;
+  /** Peak learning rate of the vectors (warm-up then cosine to a tenth); default DEFAULT_LR.ce. */
+  lr?: number;
+  /** Peak learning rate of the routers (ce+router) or of every model tensor (all); default DEFAULT_LR[train]. */
+  modelLr?: number;
+  /** Windows per micro-batch (default 8). */
+  batch?: number;
+  /** Window length S (default 256). */
+  seqLen?: number;
+  /** Micro-batches per optimizer step (default 1). */
+  accumulate?: number;
+  seed?: number;
+  /** Warm-up steps (default min(10, steps / 10)). */
+  warmup?: number;
+  /** Save a training checkpoint every N steps (default 50; 0: never). */
+  checkpointEvery?: number;
+  /** Continue an interrupted run from its last checkpoint. */
+  resume?: boolean;
+  /** Replace an existing output directory. */
+  overwrite?: boolean;
+  onProgress?: ProgressFn;
+}
+
+export interface FinetuneResult {
+  out: string;
+  m: number;
+  K: number;
+  train: TrainMode;
+  lr: number;
+  /** The model tensors' rate (null with --train ce). */
+  modelLr: number | null;
+  steps: number;
+  /** Tokens per optimizer step: batch × seqLen × accumulate. */
+  tokensPerStep: number;
+  /** Loss of the first step (the model with vectors at 1) and the mean of the last 10% of steps. */
+  initialLoss: number;
+  finalLoss: number;
+  /** Training wall time and throughput (this invocation; a resumed run counts only its own steps). */
+  seconds: number;
+  tokensPerSecond: number;
+  resumedFrom: number;
+  /** Routed-expert parameters per token: K full experts before, K − m + vectors after. */
+  activeExpertParams: ActiveExpertParams;
+  files: string[];
+}
+
+/**
+ * Default peak learning rates, chosen on the OLMoE fixture (150 steps of 8 × 256 tokens): `ce` is
+ * the vectors' rate (they start at 1 and need large steps); `ce+router` and `all` the rate of the
+ * routers or of every model tensor, which must stay small not to undo the pretrained weights.
+ */
+export const DEFAULT_LR: Record<TrainMode, number> = { ce: 1e-2, 'ce+router': 1e-3, all: 1e-4 };
+
+function positiveInt(name: string, v: number, min = 1): void {
+  if (!(Number.isInteger(v) && v >= min)) throw new MoepressError(`${name} must be an integer >= ${min}, got ${v}`);
+}
+
+/** Refuses what the trainer cannot fine-tune, with the reason and the file to look at. */
+function checkSource(dir: string): void {
+  if (hasCompressedExperts(dir)) throw new MoepressError('the model already has compressed experts; fine-tune the original model', { file: dir });
+  if (isCompressedDir(dir)) throw new MoepressError('the model is a moepress compressed checkpoint; restore it to a dense checkpoint first (moepress restore)', { file: dir });
+}
+
+export async function finetune(moeDir: string, o: FinetuneOptions): Promise<FinetuneResult> {
+  const train = o.train ?? 'ce';
+  if (!TRAIN_MODES.includes(train)) throw new MoepressError(`--train must be one of ${TRAIN_MODES.join(', ')}; got '${train}'`);
+  const m = o.compressedExperts;
+  positiveInt('--compressed-experts', m);
+  positiveInt('--steps', o.steps);
+  const batch = o.batch ?? 8;
+  const seqLen = o.seqLen ?? 256;
+  const accumulate = o.accumulate ?? 1;
+  const seed = o.seed ?? 0;
+  positiveInt('--batch', batch);
+  positiveInt('--seq', seqLen, 2);
+  positiveInt('--accumulate', accumulate);
+  const lr = o.lr ?? DEFAULT_LR.ce;
+  if (!(lr > 0 && Number.isFinite(lr))) throw new MoepressError(`--lr must be a positive number, got ${lr}`);
+  const modelLr = train === 'ce' ? null : o.modelLr ?? DEFAULT_LR[train];
+  if (modelLr !== null && !(modelLr > 0 && Number.isFinite(modelLr))) throw new MoepressError(`--model-lr must be a positive number, got ${modelLr}`);
+  if (!existsSync(o.text) || !statSync(o.text).isFile()) throw new MoepressError('text file not found', { file: o.text });
+  checkSource(moeDir);
+
+  const out = resolve(o.out);
+  if (out === resolve(moeDir)) throw new MoepressError('--out must differ from the model directory', { file: out });
+  if (existsSync(out) && !o.overwrite) throw new MoepressError('output directory already exists; choose another --out or pass --overwrite', { file: out });
+  const partial = `${out}.partial`;
+  const stateDir = join(partial, 'train-state');
+  if (existsSync(partial) && !o.resume) throw new MoepressError('an interrupted run left this directory; pass --resume to continue it or delete it', { file: partial });
+
+  const src = loadModel(moeDir, { onProgress: o.onProgress });
+  const cfg = src.config;
+  const configFile = join(moeDir, 'config.json');
+  const moe = cfg.moe;
+  if (!moe) throw new MoepressError(`model_type '${cfg.modelType}' has no routed experts; compressed experts replace some of an MoE's chosen experts`, { file: configFile });
+  const why = unsupported(cfg);
+  if (why) throw new MoepressError(`cannot fine-tune ${cfg.family}: ${why}`, { file: configFile });
+  const K = moe.routing.topK;
+  if (m >= K) throw new MoepressError(`--compressed-experts ${m} leaves no full expert: the model routes each token to K = ${K} experts, so m must be below ${K}`, { file: configFile });
+  if (seqLen > cfg.maxPositions) throw new MoepressError(`--seq ${seqLen} exceeds max_position_embeddings ${cfg.maxPositions}`, { file: configFile });
+
+  const tokenizer = loadTokenizer(moeDir);
+  const tokens = await loadTokens(o.text, (s) => tokenizer.encode(s));
+  const sampler = new WindowSampler(tokens, seqLen, seed, o.text);
+  // one loop rate (the model tensors'); the vectors' own rate through their scale (finetune-model.ts)
+  const loopLr = modelLr ?? lr;
+  const ce = compressedExpertsModel(cfg, src.weights, { m, train, vectorScale: lr / loopLr });
+  const { model, params } = ce;
+
+  mkdirSync(partial, { recursive: true });
+  const runKey = JSON.stringify({ model: resolve(moeDir), text: resolve(o.text), m, train, lr, modelLr, steps: o.steps, batch, seqLen, accumulate, seed, warmup: o.warmup ?? null });
+  const r = await trainLoop(params, sampler, async (tape, b) => (await model.loss(tape, b)).loss, {
+    steps: o.steps,
+    batch,
+    accumulate,
+    lr: loopLr,
+    warmup: o.warmup,
+    checkpointEvery: o.checkpointEvery ?? 50,
+    checkpointDir: stateDir,
+    resume: o.resume,
+    runKey,
+    onProgress: o.onProgress,
+  });
+
+  // Model files: copied when no model tensor changed, rebuilt under hub names otherwise.
+  const files = train === 'ce' ? copyModelFiles(src, partial) : writeModelFiles(src, model.toWeights(), partial);
+  src.checkpoint.close();
+  const active = activeExpertParams(cfg, K, m);
+  writeCompressedExperts(partial, cfg, ce.layers(), {
+    m,
+    K,
+    train,
+    lr,
+    modelLr,
+    steps: o.steps,
+    batch,
+    seqLen,
+    accumulate,
+    seed,
+    source: resolve(moeDir),
+    text: resolve(o.text),
+    initialLoss: r.losses[0],
+    finalLoss: r.finalLoss,
+    activeExpertParams: active,
+    moepressVersion: packageVersion(),
+  });
+  rmSync(stateDir, { recursive: true, force: true });
+  if (existsSync(out)) rmSync(out, { recursive: true, force: true });
+  renameSync(partial, out);
+  return {
+    out,
+    m,
+    K,
+    train,
+    lr,
+    modelLr,
+    steps: o.steps,
+    tokensPerStep: batch * seqLen * accumulate,
+    initialLoss: r.losses[0],
+    finalLoss: r.finalLoss,
+    seconds: r.seconds,
+    tokensPerSecond: r.tokensPerSecond,
+    resumedFrom: r.resumedFrom,
+    activeExpertParams: active,
+    files: [...files, 'moepress-ce.safetensors', 'moepress-ce.json'],
+  };
+}
