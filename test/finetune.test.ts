@@ -32,6 +32,7 @@ import { finetune } from '../src/train/finetune.js';
 import { compressedExpertsModel, vectorsToLayers } from '../src/train/finetune-model.js';
 import { gradCheck } from '../src/train/gradcheck.js';
 import { compressedMoeLayer } from '../src/train/ops/compressed-experts.js';
+import { distillKL } from '../src/train/ops/distill.js';
 import { AdamW, Trainer } from '../src/train/optim.js';
 import { assertClose } from './helpers/assert-close.js';
 import { SHARED, TEST_TEXT } from './helpers/fixtures.js';
@@ -235,6 +236,29 @@ test('compressedMoeLayer: float64 gradients of input, router, experts and vector
   }
 });
 
+test('distillKL: equals the KL divergence computed by hand, zero at the teacher, gradient matches finite differences', async () => {
+  const T = 5, V = 7;
+  const x = p64([T, V], 11, 2, 'logits');
+  const teacher = Float64Array.from(new Rng(12).normals(T * V, 2));
+  const lsm = (z: ArrayLike<number>, o: number) => {
+    const row = Array.from({ length: V }, (_, i) => z[o + i]);
+    const m = Math.max(...row);
+    const lz = m + Math.log(row.reduce((s, v) => s + Math.exp(v - m), 0));
+    return row.map((v) => v - lz);
+  };
+  let want = 0;
+  for (let t = 0; t < T; t++) {
+    const lq = lsm(teacher, t * V);
+    const lp = lsm(x.data, t * V);
+    for (let i = 0; i < V; i++) want += Math.exp(lq[i]) * (lq[i] - lp[i]);
+  }
+  const got = (await distillKL(new Tape({ dtype: 'f64', grad: false }), x, teacher)).item();
+  assert.ok(Math.abs(got - want / T) < 1e-12 * Math.abs(want), `${got} vs ${want / T}`);
+  assert.ok(Math.abs((await distillKL(new Tape({ dtype: 'f64', grad: false }), x, x.data)).item()) < 1e-12, 'KL(p, p) = 0');
+  const r = await gradCheck((t) => distillKL(t, x, teacher), [x]);
+  assert.ok(r.maxRelErr < 1e-6, `relative error ${r.maxRelErr.toExponential(2)}`);
+});
+
 test('olmoe: float64 gradients through the whole model with compressed experts (train all) match finite differences', async () => {
   const m = tiny('olmoe3', OLMOE3);
   const { model, vectors } = compressedExpertsModel(m.config, m.weights, { m: 2, train: 'all', dtype: 'f64', init: randomVectors(m, 2, 40, 0.3), vectorScale: 3 });
@@ -314,12 +338,15 @@ test('finetune: writes a directory that loads, evaluates, keeps or rewrites the 
   }
 });
 
-test('finetune: more steps on a small text lower the training loss', { skip: skipCorpus }, async () => {
+test('finetune: more steps on a small text lower the training loss (next-token and distillation)', { skip: skipCorpus }, async () => {
   const { dir, text } = tinyWithText(MIXTRAL3);
   const out = join(tmp(), 'ce');
   try {
-    const r = await finetune(dir, { out, compressedExperts: 1, text, train: 'ce', lr: 0.05, steps: 30, batch: 4, seqLen: 32, checkpointEvery: 0 });
-    assert.ok(r.finalLoss < r.initialLoss, `loss ${r.initialLoss} -> ${r.finalLoss}`);
+    for (const loss of ['next-token', 'distill'] as const) {
+      const r = await finetune(dir, { out, overwrite: true, compressedExperts: 1, text, train: 'ce', loss, lr: 0.05, steps: 30, batch: 4, seqLen: 32, checkpointEvery: 0 });
+      assert.equal(r.loss, loss);
+      assert.ok(r.finalLoss < r.initialLoss, `${loss}: loss ${r.initialLoss} -> ${r.finalLoss}`);
+    }
   } finally {
     rmSync(dir, { recursive: true, force: true });
     rmSync(out, { recursive: true, force: true });
@@ -357,6 +384,8 @@ test('finetune: bad inputs give clear errors', { skip: skipCorpus }, async () =>
     await assert.rejects(finetune(dir, { ...base, compressedExperts: 0 }), /--compressed-experts must be an integer >= 1, got 0/);
     await assert.rejects(finetune(dir, { ...base, compressedExperts: 1.5 }), /--compressed-experts must be an integer/);
     await assert.rejects(finetune(dir, { ...base, compressedExperts: 1, train: 'lora' as never }), /--train must be one of ce, ce\+router, all/);
+    await assert.rejects(finetune(dir, { ...base, compressedExperts: 1, loss: 'mse' as never }), /--loss must be one of next-token, distill/);
+    await assert.rejects(finetune(dir, { ...base, compressedExperts: 1, lr: -1 }), /--lr must be a positive number/);
     await assert.rejects(finetune(dir, { ...base, compressedExperts: 1, text: join(root, 'none.txt') }), /none\.txt: text file not found/);
     await assert.rejects(finetune(dir, { ...base, compressedExperts: 1, out: dir }), /--out must differ/);
     const phi = writeTinyModel(TINY_CONFIGS.phimoe).dir;

@@ -1,13 +1,18 @@
 /**
  * moepress finetune MOE --out DIR --compressed-experts m --text FILE --steps N [--train ce|ce+router|all]
- *   [--lr X] [--model-lr X] [--batch 8] [--seq 256] [--accumulate 1] [--seed 0] [--warmup N] [--checkpoint-every 50]
+ *   [--loss next-token|distill] [--lr X] [--model-lr X] [--batch 8] [--seq 256] [--accumulate 1] [--seed 0] [--warmup N] [--checkpoint-every 50]
  *   [--resume] [--overwrite] [--json]
  */
-import { finetune } from '../train/finetune.js';
+import { finetune, LOSSES, type FinetuneLoss } from '../train/finetune.js';
 import { TRAIN_MODES, type TrainMode } from '../train/finetune-model.js';
 import { modelArg, parse, UsageError } from './args.js';
 import { fmtCount, table } from './format.js';
 import { progressRenderer } from './progress.js';
+
+function lossKind(s: string | undefined): FinetuneLoss | undefined {
+  if (s === undefined || (LOSSES as readonly string[]).includes(s)) return s as FinetuneLoss | undefined;
+  throw new UsageError(`--loss expects one of ${LOSSES.join(', ')}, got '${s}'`);
+}
 
 function trainMode(s: string | undefined): TrainMode {
   if (s === undefined) return 'ce';
@@ -22,6 +27,7 @@ export async function finetuneCommand(argv: string[]): Promise<void> {
     text: { type: 'string' },
     steps: { type: 'string' },
     train: { type: 'string' },
+    loss: { type: 'string' },
     lr: { type: 'string' },
     'model-lr': { type: 'string' },
     batch: { type: 'string' },
@@ -48,6 +54,7 @@ export async function finetuneCommand(argv: string[]): Promise<void> {
     text: p.req('text'),
     steps,
     train,
+    loss: lossKind(p.str('loss')),
     lr: p.num('lr'),
     modelLr: p.num('model-lr'),
     batch: p.int('batch'),
@@ -64,7 +71,7 @@ export async function finetuneCommand(argv: string[]): Promise<void> {
   const a = r.activeExpertParams;
   if (json) {
     process.stdout.write(JSON.stringify({
-      model, out: r.out, m: r.m, K: r.K, train: r.train, lr: r.lr, modelLr: r.modelLr, steps: r.steps, tokensPerStep: r.tokensPerStep,
+      model, out: r.out, m: r.m, K: r.K, train: r.train, loss: r.loss, lr: r.lr, modelLr: r.modelLr, steps: r.steps, tokensPerStep: r.tokensPerStep,
       initialLoss: r.initialLoss, finalLoss: r.finalLoss, seconds: r.seconds, tokensPerSecond: r.tokensPerSecond, resumedFrom: r.resumedFrom,
       activeExpertParams: a,
     }) + '\n');
@@ -72,7 +79,7 @@ export async function finetuneCommand(argv: string[]): Promise<void> {
   }
   process.stdout.write(table([
     ['compressed experts', `${r.m} of top-${r.K} per token (${r.K - r.m} full experts + vectors)`],
-    ['trained', `${r.train}, ${r.steps} steps of ${r.tokensPerStep} tokens, lr ${r.lr}${r.modelLr !== null ? ` (vectors), ${r.modelLr} (${r.train === 'all' ? 'model' : 'routers'})` : ''}${r.resumedFrom ? `, resumed at step ${r.resumedFrom}` : ''}`],
+    ['trained', `${r.train} (${r.loss} loss), ${r.steps} steps of ${r.tokensPerStep} tokens, lr ${r.lr}${r.modelLr !== null ? ` (vectors), ${r.modelLr} (${r.train === 'all' ? 'model' : 'routers'})` : ''}${r.resumedFrom ? `, resumed at step ${r.resumedFrom}` : ''}`],
     ['train loss', `${r.initialLoss.toFixed(4)} (first step) -> ${r.finalLoss.toFixed(4)} (last 10% of steps)`],
     ['time', `${r.seconds.toFixed(1)} s, ${r.tokensPerSecond.toFixed(0)} tokens/s`],
     ['active expert params', `${fmtCount(a.after)} per token (${fmtCount(a.before)} before, ${(100 * a.reduction).toFixed(1)}% fewer)`],

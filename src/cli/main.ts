@@ -20,10 +20,11 @@ commands:
   analyze MODEL [--base-from DENSE_DIR]        expert similarity and the compression family to use
        [--layers 0,2-5] [--seed S] [--align-iters N] [--json]
   restore DIR --out DENSE_DIR [--dtype bf16|f16|f32]  a plain hub-layout checkpoint again
-  finetune MOE --out DIR --compressed-experts m --text FILE --steps N   compressed experts: per token
-       [--train ce|ce+router|all] [--lr X] [--model-lr X]          replace the m lowest-weighted of
-       [--batch 8] [--seq 256] [--accumulate 1] [--seed 0]         the top-k by trained vectors
-       [--checkpoint-every 50] [--resume] [--overwrite] [--json]
+  finetune MOE --out DIR --compressed-experts m   compressed experts: per token, replace the m
+       --text FILE --steps N                   lowest-weighted of the top-k by trained vectors
+       [--train ce|ce+router|all] [--loss next-token|distill] [--lr X] [--model-lr X]
+       [--batch 8] [--seq 256] [--accumulate 1] [--seed 0] [--checkpoint-every 50]
+       [--resume] [--overwrite] [--json]
   upcycle DENSE --out DIR --experts E          DeRS upcycling: a dense model into an MoE
        --top-k K --delta lowrank|sparse        whose experts are W_shared + a low-rank or
        [--rank r | --density d] --text FILE    sparse delta, trained on the text

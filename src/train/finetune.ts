@@ -6,8 +6,9 @@
  * and evaluates with the compressed routing: the model's files plus moepress-ce.safetensors and
  * moepress-ce.json (runtime/compressed-experts.ts).
  *
- * Loss: next-token cross-entropy only (no load-balancing term, as transformers without
- * output_router_logits). The output is built in `${out}.partial` (training checkpoints in its
+ * Loss: next-token cross-entropy on the text, or (--loss distill) the KL divergence from the
+ * original model's top-K predictions on the same windows; never a load-balancing term (as
+ * transformers without output_router_logits). The output is built in `${out}.partial` (training checkpoints in its
  * train-state/ folder, for --resume) and renamed to `out` when complete.
  */
 import { existsSync, mkdirSync, rmSync, renameSync, statSync } from 'node:fs';
@@ -19,7 +20,10 @@ import { hasCompressedExperts, writeCompressedExperts } from '../runtime/compres
 import { loadModel } from '../runtime/load-model.js';
 import { loadTokenizer } from '../runtime/tokenizer.js';
 import { isCompressedDir, packageVersion } from '../compress/format.js';
-import { loadTokens, WindowSampler } from './data.js';
+import { Transformer } from '../runtime/transformer.js';
+import { loadTokens, WindowSampler, type Batch } from './data.js';
+import { distillKL } from './ops/distill.js';
+import type { Tape, Var } from './tape.js';
 import { compressedExpertsModel, TRAIN_MODES, type TrainMode } from './finetune-model.js';
 import { copyModelFiles, writeModelFiles } from './finetune-output.js';
 import { trainLoop } from './loop.js';
@@ -43,6 +47,12 @@ export interface FinetuneOptions {
   batch?: number;
   /** Window length S (default 256). */
   seqLen?: number;
+  /**
+   * What the fine-tune minimises: 'next-token' cross-entropy on the text, or 'distill', the KL
+   * divergence from the original model's own top-K next-token distribution on the same windows.
+   * Default DEFAULT_LOSS.
+   */
+  loss?: FinetuneLoss;
   /** Micro-batches per optimizer step (default 1). */
   accumulate?: number;
   seed?: number;
@@ -57,18 +67,22 @@ export interface FinetuneOptions {
   onProgress?: ProgressFn;
 }
 
+export type FinetuneLoss = 'next-token' | 'distill';
+export const LOSSES: readonly FinetuneLoss[] = ['next-token', 'distill'];
+
 export interface FinetuneResult {
   out: string;
   m: number;
   K: number;
   train: TrainMode;
+  loss: FinetuneLoss;
   lr: number;
   /** The model tensors' rate (null with --train ce). */
   modelLr: number | null;
   steps: number;
   /** Tokens per optimizer step: batch × seqLen × accumulate. */
   tokensPerStep: number;
-  /** Loss of the first step (the model with vectors at 1) and the mean of the last 10% of steps. */
+  /** Training loss (`loss`) of the first step (vectors at 1) and the mean of the last 10% of steps. */
   initialLoss: number;
   finalLoss: number;
   /** Training wall time and throughput (this invocation; a resumed run counts only its own steps). */
@@ -85,6 +99,8 @@ export interface FinetuneResult {
  * the vectors' rate (they start at 1 and need large steps); `ce+router` and `all` the rate of the
  * routers or of every model tensor, which must stay small not to undo the pretrained weights.
  */
+export const DEFAULT_LOSS: FinetuneLoss = 'next-token';
+
 export const DEFAULT_LR: Record<TrainMode, number> = { ce: 1e-2, 'ce+router': 1e-3, all: 1e-4 };
 
 function positiveInt(name: string, v: number, min = 1): void {
@@ -99,6 +115,8 @@ function checkSource(dir: string): void {
 
 export async function finetune(moeDir: string, o: FinetuneOptions): Promise<FinetuneResult> {
   const train = o.train ?? 'ce';
+  const lossKind = o.loss ?? DEFAULT_LOSS;
+  if (!LOSSES.includes(lossKind)) throw new MoepressError(`--loss must be one of ${LOSSES.join(', ')}; got '${lossKind}'`);
   if (!TRAIN_MODES.includes(train)) throw new MoepressError(`--train must be one of ${TRAIN_MODES.join(', ')}; got '${train}'`);
   const m = o.compressedExperts;
   positiveInt('--compressed-experts', m);
@@ -144,8 +162,15 @@ export async function finetune(moeDir: string, o: FinetuneOptions): Promise<Fine
   const { model, params } = ce;
 
   mkdirSync(partial, { recursive: true });
-  const runKey = JSON.stringify({ model: resolve(moeDir), text: resolve(o.text), m, train, lr, modelLr, steps: o.steps, batch, seqLen, accumulate, seed, warmup: o.warmup ?? null });
-  const r = await trainLoop(params, sampler, async (tape, b) => (await model.loss(tape, b)).loss, {
+  // the teacher: the loaded model as it came, with its own top-K routing (inference engine, no tape)
+  const teacher = lossKind === 'distill' ? new Transformer(cfg, src.weights, src.banks) : null;
+  const lossFn = async (tape: Tape, b: Batch): Promise<Var> => {
+    if (!teacher) return (await model.loss(tape, b)).loss;
+    const { logits } = await model.forward(tape, b.inputs, b.B, b.S);
+    return distillKL(tape, logits, await teacher.logits(b.inputs, b.B, b.S));
+  };
+  const runKey = JSON.stringify({ model: resolve(moeDir), text: resolve(o.text), m, train, loss: lossKind, lr, modelLr, steps: o.steps, batch, seqLen, accumulate, seed, warmup: o.warmup ?? null });
+  const r = await trainLoop(params, sampler, lossFn, {
     steps: o.steps,
     batch,
     accumulate,
@@ -166,6 +191,7 @@ export async function finetune(moeDir: string, o: FinetuneOptions): Promise<Fine
     m,
     K,
     train,
+    loss: lossKind,
     lr,
     modelLr,
     steps: o.steps,
@@ -188,6 +214,7 @@ export async function finetune(moeDir: string, o: FinetuneOptions): Promise<Fine
     m,
     K,
     train,
+    loss: lossKind,
     lr,
     modelLr,
     steps: o.steps,
