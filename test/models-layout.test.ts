@@ -1,20 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { randomBytes } from './helpers/random.js';
 import { DTYPE_BYTES, numel, type DType, type RawTensor } from '../src/io/dtype.js';
 import { concatRows, deinterleaveRows, interleaveRows, sliceRows, stack, transpose2d, unstack } from '../src/models/layout.js';
-
-/** Deterministic bytes (xorshift32), so failures reproduce. */
-function randomBytes(n: number, seed: number): Uint8Array {
-  const out = new Uint8Array(n);
-  let x = seed >>> 0 || 1;
-  for (let i = 0; i < n; i++) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    out[i] = x & 0xff;
-  }
-  return out;
-}
 
 function rand(dtype: DType, shape: number[], seed: number): RawTensor {
   return { dtype, shape, data: randomBytes(numel(shape) * DTYPE_BYTES[dtype], seed) };

@@ -1,5 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { randomBytes } from './helpers/random.js';
 import { DTYPE_BYTES, numel, type DType, type RawTensor } from '../src/io/dtype.js';
 import { MoepressError } from '../src/io/errors.js';
 import type { Architecture, ModelConfig } from '../src/models/canonical.js';
@@ -10,24 +11,12 @@ import { architectureFor, hubCoverage, parseModelConfig } from '../src/models/re
 
 type Spec = [name: string, shape: number[], dtype?: DType];
 
-function randomBytes(n: number, seed: number): Uint8Array {
-  const out = new Uint8Array(n);
-  let x = (seed * 2654435761) >>> 0 || 1;
-  for (let i = 0; i < n; i++) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    out[i] = x & 0xff;
-  }
-  return out;
-}
-
 function checkpoint(specs: Spec[], dtype: DType): Map<string, RawTensor> {
   const m = new Map<string, RawTensor>();
   specs.forEach(([name, shape, dt], i) => {
     assert.ok(!m.has(name), `test bug: duplicate ${name}`);
     const d = dt ?? dtype;
-    m.set(name, { dtype: d, shape, data: randomBytes(numel(shape) * DTYPE_BYTES[d], i + 1) });
+    m.set(name, { dtype: d, shape, data: randomBytes(numel(shape) * DTYPE_BYTES[d], (i + 1) * 2654435761) });
   });
   return m;
 }

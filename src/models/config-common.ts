@@ -4,7 +4,7 @@
  * their own MoE and attention fields on top.
  */
 import { MoepressError } from '../io/errors.js';
-import type { AttentionConfig, LayerSpec, ModelConfig, RopeConfig, RoutingConfig, RoutingKind } from './canonical.js';
+import type { AttentionConfig, LayerSpec, ModelConfig, MoeConfig, RopeConfig, RoutingConfig, RoutingKind } from './canonical.js';
 import type { ConfigReader } from './config-reader.js';
 
 /** A family's transformers defaults for the shared fields (configuration_*.py). */
@@ -244,6 +244,19 @@ export function baseConfig(
     eosTokenId: b.eosTokenId,
     eosTokenIds: b.eosTokenIds,
   };
+}
+
+/** Routed experts E (read under eKey) and top-K (num_experts_per_tok), with K checked against E. */
+export function readExpertCounts(r: ConfigReader, eKey: string, defaultE: number, defaultK: number): { E: number; K: number } {
+  const E = r.int(eKey, defaultE);
+  const K = r.int('num_experts_per_tok', defaultK);
+  checkTopK(r, 'num_experts_per_tok', K, E);
+  return { E, K };
+}
+
+/** The MoE block of a family with plain SwiGLU experts and no expert or router biases. */
+export function swigluMoe(experts: number, intermediate: number, route: RoutingConfig, shared: MoeConfig['shared'] = null): MoeConfig {
+  return { experts, intermediate, routing: route, activation: 'swiglu', expertBias: false, routerBias: false, shared };
 }
 
 /** topK must be between 1 and E. */

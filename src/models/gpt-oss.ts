@@ -16,7 +16,7 @@
  * Hub checkpoints quantized to MXFP4 (gate_up_proj_blocks/_scales) are refused with an error.
  */
 import type { Architecture, ModelConfig } from './canonical.js';
-import { baseConfig, checkModelType, checkTopK, readBase, readRope, routing, standardAttention, windowsFromLayerTypes, type BaseDefaults } from './config-common.js';
+import { baseConfig, checkModelType, readBase, readExpertCounts, readRope, routing, standardAttention, windowsFromLayerTypes, type BaseDefaults } from './config-common.js';
 import { ConfigReader } from './config-reader.js';
 import { layoutMapping, QWEN_NAMES } from './hub-layout.js';
 
@@ -37,9 +37,7 @@ export function parseGptOssConfig(json: Record<string, unknown>, file: string): 
   const modelType = checkModelType(r, ['gpt_oss']);
   const d = GPT_OSS_DEFAULTS;
   const b = readBase(r, d.base);
-  const E = r.int('num_local_experts', d.numLocalExperts);
-  const K = r.int('num_experts_per_tok', d.numExpertsPerTok);
-  checkTopK(r, 'num_experts_per_tok', K, E);
+  const { E, K } = readExpertCounts(r, 'num_local_experts', d.numLocalExperts, d.numExpertsPerTok);
   const window = r.intOrNull('sliding_window', d.slidingWindow);
   const types = r.strList('layer_types') ?? Array.from({ length: b.numLayers }, (_, i) => ((i + 1) % 2 === 1 ? 'sliding_attention' : 'full_attention'));
   const windows = windowsFromLayerTypes(r, types, b.numLayers, window);

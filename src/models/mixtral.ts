@@ -12,7 +12,7 @@
  * transformers v5 in memory: mlp.gate.weight + mlp.experts.gate_up_proj [E,2I,H] / down_proj [E,H,I].
  */
 import type { Architecture, ModelConfig } from './canonical.js';
-import { baseConfig, checkModelType, checkTopK, readBase, readRope, requireSilu, routing, standardAttention, uniformLayers, type BaseDefaults } from './config-common.js';
+import { baseConfig, checkModelType, readBase, readExpertCounts, swigluMoe, readRope, requireSilu, routing, standardAttention, uniformLayers, type BaseDefaults } from './config-common.js';
 import { ConfigReader } from './config-reader.js';
 import { layoutMapping, MIXTRAL_NAMES } from './hub-layout.js';
 
@@ -29,24 +29,14 @@ export function parseMixtralConfig(json: Record<string, unknown>, file: string):
   const modelType = checkModelType(r, ['mixtral']);
   requireSilu(r);
   const b = readBase(r, MIXTRAL_DEFAULTS.base);
-  const E = r.int('num_local_experts', MIXTRAL_DEFAULTS.numLocalExperts);
-  const K = r.int('num_experts_per_tok', MIXTRAL_DEFAULTS.numExpertsPerTok);
-  checkTopK(r, 'num_experts_per_tok', K, E);
+  const { E, K } = readExpertCounts(r, 'num_local_experts', MIXTRAL_DEFAULTS.numLocalExperts, MIXTRAL_DEFAULTS.numExpertsPerTok);
   return {
     ...baseConfig(modelType, 'mixtral', b),
     norm: 'rms',
     attention: standardAttention(b, { qkvBias: false, oBias: false }),
     rope: readRope(r, { defaultTheta: MIXTRAL_DEFAULTS.base.ropeTheta, headDim: b.headDim, style: 'half', maxPositions: b.maxPositions }),
     layers: uniformLayers(b.numLayers, 'moe', r.intOrNull('sliding_window', MIXTRAL_DEFAULTS.slidingWindow)),
-    moe: {
-      experts: E,
-      intermediate: r.int('intermediate_size'),
-      routing: routing('softmax-topk', K, true),
-      activation: 'swiglu',
-      expertBias: false,
-      routerBias: false,
-      shared: null,
-    },
+    moe: swigluMoe(E, r.int('intermediate_size'), routing('softmax-topk', K, true)),
     denseIntermediate: 0,
     expertLayout: 'per-expert',
   };

@@ -12,7 +12,7 @@
  * self_attn.{q,k}_norm.weight; transformers v5 may hold mlp.experts.gate_up_proj/down_proj.
  */
 import type { Architecture, ModelConfig } from './canonical.js';
-import { baseConfig, checkModelType, checkTopK, readBase, readRope, requireSilu, routing, standardAttention, uniformLayers, type BaseDefaults } from './config-common.js';
+import { baseConfig, checkModelType, readBase, readExpertCounts, swigluMoe, readRope, requireSilu, routing, standardAttention, uniformLayers, type BaseDefaults } from './config-common.js';
 import { ConfigReader } from './config-reader.js';
 import { layoutMapping, QWEN_NAMES } from './hub-layout.js';
 
@@ -33,9 +33,7 @@ export function parseOlmoeConfig(json: Record<string, unknown>, file: string): M
   const b = readBase(r, OLMOE_DEFAULTS.base);
   // q_norm is built over hidden_size, so the projection must be exactly that wide.
   if (b.heads * b.headDim !== b.hidden) r.fail('head_dim', `num_attention_heads * head_dim = hidden_size (${b.hidden}) for OLMoE's q_norm`);
-  const E = r.int('num_experts', OLMOE_DEFAULTS.numExperts);
-  const K = r.int('num_experts_per_tok', OLMOE_DEFAULTS.numExpertsPerTok);
-  checkTopK(r, 'num_experts_per_tok', K, E);
+  const { E, K } = readExpertCounts(r, 'num_experts', OLMOE_DEFAULTS.numExperts, OLMOE_DEFAULTS.numExpertsPerTok);
   const bias = r.bool('attention_bias', OLMOE_DEFAULTS.attentionBias);
   const clip = r.has('clip_qkv') ? r.num('clip_qkv') : OLMOE_DEFAULTS.clipQkv;
   return {
@@ -44,15 +42,7 @@ export function parseOlmoeConfig(json: Record<string, unknown>, file: string): M
     attention: standardAttention(b, { qkvBias: bias, oBias: bias, qkNorm: 'full', clipQkv: clip }),
     rope: readRope(r, { defaultTheta: OLMOE_DEFAULTS.base.ropeTheta, headDim: b.headDim, style: 'half', maxPositions: b.maxPositions }),
     layers: uniformLayers(b.numLayers, 'moe', null),
-    moe: {
-      experts: E,
-      intermediate: r.int('intermediate_size'),
-      routing: routing('softmax-topk', K, r.bool('norm_topk_prob', OLMOE_DEFAULTS.normTopkProb)),
-      activation: 'swiglu',
-      expertBias: false,
-      routerBias: false,
-      shared: null,
-    },
+    moe: swigluMoe(E, r.int('intermediate_size'), routing('softmax-topk', K, r.bool('norm_topk_prob', OLMOE_DEFAULTS.normTopkProb))),
     denseIntermediate: 0,
     expertLayout: 'per-expert',
   };

@@ -11,7 +11,7 @@
  * bias iff lm_head_bias. transformers v5 names the router mlp.router in its fused layout.
  */
 import type { Architecture, ModelConfig } from './canonical.js';
-import { baseConfig, checkModelType, checkTopK, readBase, readRope, requireSilu, routing, standardAttention, uniformLayers, type BaseDefaults } from './config-common.js';
+import { baseConfig, checkModelType, readBase, readExpertCounts, swigluMoe, readRope, requireSilu, routing, standardAttention, uniformLayers, type BaseDefaults } from './config-common.js';
 import { ConfigReader } from './config-reader.js';
 import { layoutMapping, MIXTRAL_NAMES } from './hub-layout.js';
 
@@ -32,9 +32,7 @@ export function parsePhimoeConfig(json: Record<string, unknown>, file: string): 
   requireSilu(r);
   const d = PHIMOE_DEFAULTS;
   const b = readBase(r, d.base);
-  const E = r.int('num_local_experts', d.numLocalExperts);
-  const K = r.int('num_experts_per_tok', d.numExpertsPerTok);
-  checkTopK(r, 'num_experts_per_tok', K, E);
+  const { E, K } = readExpertCounts(r, 'num_local_experts', d.numLocalExperts, d.numExpertsPerTok);
   if (K !== 2) r.fail('num_experts_per_tok', '2 (sparsemixer always selects two experts)');
   const bias = r.bool('attention_bias', d.attentionBias);
   return {
@@ -43,15 +41,7 @@ export function parsePhimoeConfig(json: Record<string, unknown>, file: string): 
     attention: standardAttention(b, { qkvBias: bias, oBias: bias }),
     rope: readRope(r, { defaultTheta: d.base.ropeTheta, headDim: b.headDim, style: 'half', maxPositions: b.maxPositions }),
     layers: uniformLayers(b.numLayers, 'moe', r.intOrNull('sliding_window', d.slidingWindow)),
-    moe: {
-      experts: E,
-      intermediate: r.int('intermediate_size'),
-      routing: routing('sparsemixer', K, false, { jitterEps: r.num('router_jitter_noise', d.routerJitterNoise) }),
-      activation: 'swiglu',
-      expertBias: false,
-      routerBias: false,
-      shared: null,
-    },
+    moe: swigluMoe(E, r.int('intermediate_size'), routing('sparsemixer', K, false, { jitterEps: r.num('router_jitter_noise', d.routerJitterNoise) })),
     denseIntermediate: 0,
     lmHeadBias: r.bool('lm_head_bias', d.lmHeadBias),
     expertLayout: 'per-expert',

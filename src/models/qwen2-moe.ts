@@ -12,7 +12,7 @@
  * are dense MLPs of intermediate_size. Routed experts have moe_intermediate_size.
  */
 import type { Architecture, ModelConfig } from './canonical.js';
-import { baseConfig, checkModelType, checkTopK, qwenFfnKinds, readBase, readRope, requireSilu, routing, standardAttention, windowsFromLayerTypes, type BaseDefaults } from './config-common.js';
+import { baseConfig, checkModelType, qwenFfnKinds, readBase, readExpertCounts, swigluMoe, readRope, requireSilu, routing, standardAttention, windowsFromLayerTypes, type BaseDefaults } from './config-common.js';
 import { ConfigReader } from './config-reader.js';
 import { layoutMapping, QWEN_NAMES } from './hub-layout.js';
 
@@ -34,9 +34,7 @@ export function parseQwen2MoeConfig(json: Record<string, unknown>, file: string)
   requireSilu(r);
   const d = QWEN2_MOE_DEFAULTS;
   const b = readBase(r, d.base);
-  const E = r.int('num_experts', d.numExperts);
-  const K = r.int('num_experts_per_tok', d.numExpertsPerTok);
-  checkTopK(r, 'num_experts_per_tok', K, E);
+  const { E, K } = readExpertCounts(r, 'num_experts', d.numExperts, d.numExpertsPerTok);
   const ffn = qwenFfnKinds(r, b.numLayers, E);
 
   const useWindow = r.bool('use_sliding_window', d.useSlidingWindow);
@@ -54,15 +52,7 @@ export function parseQwen2MoeConfig(json: Record<string, unknown>, file: string)
     attention: standardAttention(b, { qkvBias, oBias: false }),
     rope: readRope(r, { defaultTheta: d.base.ropeTheta, headDim: b.headDim, style: 'half', maxPositions: b.maxPositions }),
     layers: ffn.map((kind, l) => ({ ffn: kind, slidingWindow: windows[l] })),
-    moe: {
-      experts: E,
-      intermediate: r.int('moe_intermediate_size'),
-      routing: routing('softmax-topk', K, r.bool('norm_topk_prob', d.normTopkProb)),
-      activation: 'swiglu',
-      expertBias: false,
-      routerBias: false,
-      shared: { intermediate: r.int('shared_expert_intermediate_size'), gated: true },
-    },
+    moe: swigluMoe(E, r.int('moe_intermediate_size'), routing('softmax-topk', K, r.bool('norm_topk_prob', d.normTopkProb)), { intermediate: r.int('shared_expert_intermediate_size'), gated: true }),
     denseIntermediate: ffn.includes('dense') ? r.int('intermediate_size') : 0,
     expertLayout: 'per-expert',
   };

@@ -11,7 +11,7 @@
  * intermediate_size, routed experts moe_intermediate_size.
  */
 import type { Architecture, ModelConfig } from './canonical.js';
-import { baseConfig, checkModelType, checkTopK, qwenFfnKinds, readBase, readRope, requireSilu, routing, standardAttention, type BaseDefaults } from './config-common.js';
+import { baseConfig, checkModelType, qwenFfnKinds, readBase, readExpertCounts, swigluMoe, readRope, requireSilu, routing, standardAttention, type BaseDefaults } from './config-common.js';
 import { ConfigReader } from './config-reader.js';
 import { layoutMapping, QWEN_NAMES } from './hub-layout.js';
 
@@ -32,9 +32,7 @@ export function parseQwen3MoeConfig(json: Record<string, unknown>, file: string)
   requireSilu(r);
   const d = QWEN3_MOE_DEFAULTS;
   const b = readBase(r, d.base);
-  const E = r.int('num_experts', d.numExperts);
-  const K = r.int('num_experts_per_tok', d.numExpertsPerTok);
-  checkTopK(r, 'num_experts_per_tok', K, E);
+  const { E, K } = readExpertCounts(r, 'num_experts', d.numExperts, d.numExpertsPerTok);
   const ffn = qwenFfnKinds(r, b.numLayers, E);
   const window = r.bool('use_sliding_window', d.useSlidingWindow) ? r.intOrNull('sliding_window', d.slidingWindow) : null;
   const bias = r.bool('attention_bias', d.attentionBias);
@@ -44,15 +42,7 @@ export function parseQwen3MoeConfig(json: Record<string, unknown>, file: string)
     attention: standardAttention(b, { qkvBias: bias, oBias: bias, qkNorm: 'head' }),
     rope: readRope(r, { defaultTheta: d.base.ropeTheta, headDim: b.headDim, style: 'half', maxPositions: b.maxPositions }),
     layers: ffn.map((kind) => ({ ffn: kind, slidingWindow: window })),
-    moe: {
-      experts: E,
-      intermediate: r.int('moe_intermediate_size'),
-      routing: routing('softmax-topk', K, r.bool('norm_topk_prob', d.normTopkProb)),
-      activation: 'swiglu',
-      expertBias: false,
-      routerBias: false,
-      shared: null,
-    },
+    moe: swigluMoe(E, r.int('moe_intermediate_size'), routing('softmax-topk', K, r.bool('norm_topk_prob', d.normTopkProb))),
     denseIntermediate: ffn.includes('dense') ? r.int('intermediate_size') : 0,
     expertLayout: 'per-expert',
   };

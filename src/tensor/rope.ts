@@ -81,23 +81,10 @@ export function ropeTables(rope: RopeConfig, maxPositions: number): RopeTables {
  */
 export function applyRope(x: Float32Array, T: number, heads: number, stride: number, offset: number, positions: ArrayLike<number>, tab: RopeTables): void {
   const half = tab.dim / 2;
-  let maxPos = 0;
-  for (let t = 0; t < T; t++) maxPos = Math.max(maxPos, positions[t]);
-  // longrope switches to its long factors once the sequence is longer than the original context.
-  const useLong = tab.long !== null && maxPos + 1 >= tab.long.fromLength;
-  const a = useLong ? tab.long!.attentionFactor : tab.attentionFactor;
-  const freq = useLong ? tab.long!.invFreq : tab.invFreq;
+  const { cos, sin } = ropeAngles(positions, tab, T);
   const tmp = new Float64Array(tab.dim);
-  const cos = new Float64Array(half);
-  const sin = new Float64Array(half);
   for (let t = 0; t < T; t++) {
-    const p = positions[t];
-    for (let i = 0; i < half; i++) {
-      // float32 product first, as transformers forms freqs in float32
-      const f = Math.fround(p * Math.fround(freq[i]));
-      cos[i] = Math.cos(f) * a;
-      sin[i] = Math.sin(f) * a;
-    }
+    const c = t * half;
     for (let h = 0; h < heads; h++) {
       const o = (t * heads + h) * stride + offset;
       if (tab.style === 'interleaved') {
@@ -109,9 +96,33 @@ export function applyRope(x: Float32Array, T: number, heads: number, stride: num
       for (let i = 0; i < half; i++) {
         const x1 = tmp[i];
         const x2 = tmp[i + half];
-        x[o + i] = x1 * cos[i] - x2 * sin[i];
-        x[o + i + half] = x2 * cos[i] + x1 * sin[i];
+        x[o + i] = x1 * cos[c + i] - x2 * sin[c + i];
+        x[o + i + half] = x2 * cos[c + i] + x1 * sin[c + i];
       }
     }
   }
+}
+
+/**
+ * cos·a and sin·a per (token, frequency), [T, dim/2] each: the float32 product p·freq first, as
+ * transformers forms freqs in float32, and longrope's long factors once the sequence is longer
+ * than the original context. Shared by applyRope and the differentiable rope (train/ops/rope.ts).
+ */
+export function ropeAngles(positions: ArrayLike<number>, tab: RopeTables, T = positions.length): { cos: Float64Array; sin: Float64Array } {
+  const half = tab.dim / 2;
+  let maxPos = 0;
+  for (let t = 0; t < T; t++) maxPos = Math.max(maxPos, positions[t]);
+  const useLong = tab.long !== null && maxPos + 1 >= tab.long.fromLength;
+  const a = useLong ? tab.long!.attentionFactor : tab.attentionFactor;
+  const freq = useLong ? tab.long!.invFreq : tab.invFreq;
+  const cos = new Float64Array(T * half);
+  const sin = new Float64Array(T * half);
+  for (let t = 0; t < T; t++) {
+    for (let i = 0; i < half; i++) {
+      const f = Math.fround(positions[t] * Math.fround(freq[i]));
+      cos[t * half + i] = Math.cos(f) * a;
+      sin[t * half + i] = Math.sin(f) * a;
+    }
+  }
+  return { cos, sin };
 }

@@ -5,3 +5,16 @@ export function uniformFn(seed: number): () => number {
   const r = new Rng(seed);
   return () => r.next();
 }
+
+/** n deterministic bytes (xorshift32 from seed), so byte-exact layout tests reproduce. */
+export function randomBytes(n: number, seed: number): Uint8Array {
+  const out = new Uint8Array(n);
+  let x = seed >>> 0 || 1;
+  for (let i = 0; i < n; i++) {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    out[i] = x & 0xff;
+  }
+  return out;
+}

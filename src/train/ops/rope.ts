@@ -1,30 +1,6 @@
 /** Rotary position embedding as a differentiable op, mirroring tensor/rope.ts applyRope. */
-import type { RopeTables } from '../../tensor/rope.js';
+import { ropeAngles, type RopeTables } from '../../tensor/rope.js';
 import { accumulate, Var, type Buf, type Tape } from '../tape.js';
-
-/**
- * cos·a and sin·a per (token, frequency): [T, dim/2] each, computed exactly as applyRope does
- * (float32 product p·freq first, longrope's long factors once the batch reaches them).
- */
-function angles(positions: ArrayLike<number>, tab: RopeTables): { cos: Float64Array; sin: Float64Array } {
-  const T = positions.length;
-  const half = tab.dim / 2;
-  let maxPos = 0;
-  for (let t = 0; t < T; t++) maxPos = Math.max(maxPos, positions[t]);
-  const useLong = tab.long !== null && maxPos + 1 >= tab.long.fromLength;
-  const a = useLong ? tab.long!.attentionFactor : tab.attentionFactor;
-  const freq = useLong ? tab.long!.invFreq : tab.invFreq;
-  const cos = new Float64Array(T * half);
-  const sin = new Float64Array(T * half);
-  for (let t = 0; t < T; t++) {
-    for (let i = 0; i < half; i++) {
-      const f = Math.fround(positions[t] * Math.fround(freq[i]));
-      cos[t * half + i] = Math.cos(f) * a;
-      sin[t * half + i] = Math.sin(f) * a;
-    }
-  }
-  return { cos, sin };
-}
 
 /**
  * Rotate (sign = +1) or rotate back (sign = −1, the transpose: rotation by −θ) the rotated dims of
@@ -66,7 +42,7 @@ export function rope(tape: Tape, x: Var, positions: ArrayLike<number>, tab: Rope
   const [T, heads, D] = x.shape;
   if (positions.length !== T) throw new Error(`rope: ${positions.length} positions for ${T} tokens`);
   if (offset + tab.dim > D) throw new Error(`rope: rotated dims [${offset}, ${offset + tab.dim}) exceed head dim ${D}`);
-  const cs = angles(positions, tab);
+  const cs = ropeAngles(positions, tab);
   const y = tape.alloc(x.size);
   rotate(x.data, y, T, heads, D, offset, tab, cs, 1);
   const out = new Var(y, x.shape);
