@@ -6,16 +6,22 @@
  * experts.
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { copyFileSync, mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { test } from 'node:test';
 import { compress } from '../src/compress/compress.js';
+import { writeCheckpoint } from '../src/io/checkpoint.js';
+import type { RawTensor } from '../src/io/dtype.js';
+import { architectureFor } from '../src/models/registry.js';
 import { writeCompressedExperts, type CompressedExpertsLayer } from '../src/runtime/compressed-experts.js';
+import { estimateEval } from '../src/runtime/eval-estimate.js';
 import { loadModel } from '../src/runtime/load-model.js';
 import { perplexity, type PerplexityOptions } from '../src/runtime/perplexity.js';
 import { streamedPerplexity } from '../src/runtime/stream-forward.js';
 import { Transformer } from '../src/runtime/transformer.js';
+import { fromFloat32 } from '../src/tensor/convert.js';
 import { Rng } from '../src/tensor/random.js';
 import { TINY_CONFIGS } from './helpers/tiny-configs.js';
 import { writeTinyModel } from './helpers/tiny-model.js';
@@ -83,6 +89,27 @@ for (const dtype of ['F16', 'F32'] as const) {
   });
 }
 
+test('mixtral in the fused (transformers v5) expert layout: streamed eval equals the in-memory eval', async () => {
+  const { dir } = writeTinyModel(TINY_CONFIGS.mixtral, { seed: 19, dtype: 'BF16' });
+  const fused = `${dir}-fused`;
+  try {
+    const m = loadModel(dir);
+    const cfg = { ...m.config, expertLayout: 'fused' as const };
+    const get = (n: string): RawTensor => {
+      const t = m.weights.get(n);
+      return { dtype: 'BF16', shape: t.shape, data: fromFloat32(t.data, 'BF16') };
+    };
+    const hub = architectureFor(cfg.modelType, 'config.json').hubEntries(cfg, (n) => m.weights.has(n)).map((e) => [e.name, e.build(get)] as [string, RawTensor]);
+    assert.ok(hub.some(([n]) => n.endsWith('gate_up_proj')), 'written fused');
+    writeCheckpoint(fused, hub, { shardBytes: 16 * 1024 });
+    copyFileSync(join(dir, 'config.json'), join(fused, 'config.json'));
+    await assertSameEval(fused);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+    rmSync(fused, { recursive: true, force: true });
+  }
+});
+
 test('top-k override: streamed eval equals the in-memory eval, and the override changes the result', async () => {
   const { dir } = writeTinyModel(TINY_CONFIGS.olmoe, { seed: 13, dtype: 'BF16' });
   try {
@@ -128,5 +155,46 @@ test('compressed experts (m = 1 of top-3) on a hub model and on a compressed dir
   } finally {
     rmSync(dir, { recursive: true, force: true });
     rmSync(out, { recursive: true, force: true });
+  }
+});
+
+test('CLI: eval streams by default and equals --in-memory; --random-tokens needs no tokenizer; the estimate is reported', () => {
+  const { dir } = writeTinyModel(TINY_CONFIGS.qwen2_moe, { seed: 17, dtype: 'BF16' });
+  const main = resolve(process.cwd(), 'dist/src/cli/main.js');
+  const run = (...args: string[]) => {
+    const r = spawnSync(process.execPath, [main, 'eval', dir, '--random-tokens', '3', '--window-size', '16', '--batch', '2', '--seed', '4', '--json', ...args], { encoding: 'utf8' });
+    assert.equal(r.status, 0, r.stderr);
+    return JSON.parse(r.stdout.trim());
+  };
+  try {
+    const s = run();
+    const m = run('--in-memory');
+    assert.equal(s.engine, 'streamed');
+    assert.equal(m.engine, 'in-memory');
+    assert.equal(s.tokens, 3 * 15);
+    assert.ok(Math.abs(s.perplexity - m.perplexity) <= 1e-6 * m.perplexity, `${s.perplexity} vs ${m.perplexity}`);
+    assert.ok(s.expertBytes < m.expertBytes, 'streamed holds one expert, in-memory all of them');
+    assert.ok(s.estimatedPeakBytes > 0 && m.estimatedPeakBytes === null);
+    assert.notEqual(run('--seed', '5').perplexity, s.perplexity, 'the seed picks the ids');
+    const both = spawnSync(process.execPath, [main, 'eval', dir, '--random-tokens', '3', '--text', 'x.txt'], { encoding: 'utf8' });
+    assert.equal(both.status, 2);
+    assert.match(both.stderr, /exactly one of --text/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('estimateEval: the in-memory weight bytes are what loadModel holds; the residual stream of every window is counted', () => {
+  const { dir } = writeTinyModel(TINY_CONFIGS.deepseek_v3, { seed: 18, dtype: 'BF16' });
+  try {
+    const m = loadModel(dir);
+    const held = m.weights.names().reduce((s, n) => s + m.weights.get(n).data.byteLength, 0);
+    const one = estimateEval(dir, { windows: 1, windowSize: 16, batch: 4 });
+    assert.equal(one.inMemoryWeightBytes, held);
+    const many = estimateEval(dir, { windows: 65, windowSize: 16, batch: 4 });
+    assert.ok(many.peakBytes - one.peakBytes >= 64 * 16 * m.config.hidden * 4, `${many.peakBytes} vs ${one.peakBytes}`);
+    assert.ok(many.workingSet.some((w) => w.what === 'residual stream' && w.bytes === 65 * 16 * m.config.hidden * 4));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
   }
 });

@@ -4,6 +4,7 @@
  * optionally only the first N), tokens 1..255 of each window predicted from their in-window prefix.
  */
 import type { ProgressFn } from '../progress.js';
+import { Rng } from '../tensor/random.js';
 import type { RunOptions, Transformer } from './transformer.js';
 
 export interface PerplexityOptions extends RunOptions {
@@ -29,6 +30,12 @@ export interface PerplexityResult {
   tokensPerSecond: number;
   /** With options.tokenNll: the NLL of every scored token, window by window, positions 1..S−1. */
   tokenNll?: Float64Array;
+}
+
+/** A seeded stream of n uniform token ids in [0, V): an evaluation input for models without a tokenizer (speed and memory runs). */
+export function randomTokenIds(n: number, V: number, seed: number): Int32Array {
+  const r = new Rng(seed);
+  return Int32Array.from({ length: n }, () => r.int(V));
 }
 
 export function cutWindows(ids: ArrayLike<number>, windowSize: number, limit?: number): number {
