@@ -13,7 +13,8 @@
  * perplexity() over a loaded model (test/stream-eval.test.ts).
  */
 import { isCompressedDir, readManifest } from '../compress/format.js';
-import { isExpertWeight, openExpertSource } from '../compress/experts-io.js';
+import { expertBuffers, isExpertWeight, openExpertSource } from '../compress/experts-io.js';
+import type { ExpertWeights } from '../compress/barycenter.js';
 import type { CanonicalEntry } from '../models/canonical.js';
 import { ropeTables, type RopeTables } from '../tensor/rope.js';
 import { hasCompressedExperts, readCompressedExperts, withCompressedExperts, type CompressedExpertsLayer } from './compressed-experts.js';
@@ -33,6 +34,11 @@ export interface StreamedPerplexityResult extends PerplexityResult {
   expertReads: number;
 }
 
+/** One expert's float32 matrices, allocated at the first MoE layer and reused by every later one (no garbage per layer). */
+interface SharedBuffers {
+  expert?: ExpertWeights;
+}
+
 /** Windows w0 .. w0+B−1 of the evaluation, and their rows of x. */
 interface Batch {
   w0: number;
@@ -46,11 +52,16 @@ function loadWeights(src: ModelSource, entries: CanonicalEntry[]): Weights {
 }
 
 /** Layer l's routed experts: read one at a time (hub layer), or prepared from its compressed parts; null for a dense-FFN layer. */
-function layerBank(src: ModelSource, l: number, w: Weights, rec: LayerRecord | undefined, ce: CompressedExpertsLayer | null | undefined): { bank: ExpertBank; streamed: StreamedExpertBank | null } | null {
+function layerBank(src: ModelSource, l: number, w: Weights, rec: LayerRecord | undefined, ce: CompressedExpertsLayer | null | undefined, shared: SharedBuffers): { bank: ExpertBank; streamed: StreamedExpertBank | null } | null {
   const cfg = src.config;
   if (cfg.layers[l].ffn !== 'moe' || !cfg.moe) return null;
   const p = `layers.${l}.moe.experts`;
-  const streamed = rec ? null : new StreamedExpertBank(openExpertSource(src, l), { gate: w.opt(`${p}.gate_bias`), up: w.opt(`${p}.up_bias`), down: w.opt(`${p}.down_bias`) }, expertActivation(cfg.moe));
+  let streamed: StreamedExpertBank | null = null;
+  if (!rec) {
+    const source = openExpertSource(src, l);
+    shared.expert ??= expertBuffers(source);
+    streamed = new StreamedExpertBank(source, { gate: w.opt(`${p}.gate_bias`), up: w.opt(`${p}.up_bias`), down: w.opt(`${p}.down_bias`) }, expertActivation(cfg.moe), shared.expert);
+  }
   const bank = streamed ?? compressedBank(src, rec!);
   return { bank: ce ? withCompressedExperts(bank, ce) : bank, streamed };
 }
@@ -89,13 +100,13 @@ async function moeResidualAll(src: ModelSource, w: Weights, l: number, x: Float3
 }
 
 /** One layer over every batch: attention, then the FFN half; the layer's weights are dropped on return. */
-async function runLayer(src: ModelSource, l: number, entries: CanonicalEntry[], x: Float32Array, batches: Batch[], S: number, rope: RopeTables, rec: LayerRecord | undefined, ce: CompressedExpertsLayer | null | undefined, opts: RunOptions): Promise<{ expertBytes: number; reads: number }> {
+async function runLayer(src: ModelSource, l: number, entries: CanonicalEntry[], x: Float32Array, batches: Batch[], S: number, rope: RopeTables, rec: LayerRecord | undefined, ce: CompressedExpertsLayer | null | undefined, shared: SharedBuffers, opts: RunOptions): Promise<{ expertBytes: number; reads: number }> {
   const cfg = src.config;
   const H = cfg.hidden;
   const w = loadWeights(src, entries);
   const rows = (b: Batch) => x.subarray(b.w0 * S * H, (b.w0 + b.B) * S * H);
   for (const b of batches) await attentionResidual(cfg, w, l, rows(b), b.B, S, rope, null);
-  const lb = layerBank(src, l, w, rec, ce);
+  const lb = layerBank(src, l, w, rec, ce, shared);
   if (!lb) {
     for (const b of batches) await ffnResidual(cfg, w, l, rows(b), b.B * S, null, opts);
     return { expertBytes: 0, reads: 0 };
@@ -138,8 +149,9 @@ export async function streamedPerplexity(dir: string, ids: ArrayLike<number>, op
   const rope = ropeTables(cfg.rope, cfg.maxPositions);
   let expertBytes = 0;
   let expertReads = 0;
+  const shared: SharedBuffers = {};
   for (let l = 0; l < cfg.numLayers; l++) {
-    const r = await runLayer(src, l, entries.filter((e) => e.layer === l), x, batches, S, rope, compressed.get(l), ce?.layers[l], opts);
+    const r = await runLayer(src, l, entries.filter((e) => e.layer === l), x, batches, S, rope, compressed.get(l), ce?.layers[l], shared, opts);
     expertBytes = Math.max(expertBytes, r.expertBytes);
     expertReads += r.reads;
     progress(l + 2, `layer ${l}`);

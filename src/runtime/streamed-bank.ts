@@ -2,7 +2,7 @@
  * An expert bank that holds one routed expert at a time, read by position from the checkpoint
  * (compress/experts-io.ts ExpertSource) when the MoE block first asks for it. Run expert-outer
  * (stream-forward.ts) every expert of a layer is read exactly once; its float32 weights go into
- * one set of buffers reused for the whole layer, so the bank's resident size is one expert:
+ * one set of buffers reused for the whole layer (and across layers when the caller passes them), so the bank's resident size is one expert:
  * 3·I·H·4 bytes (704 MB for Mixtral-8x7B) instead of the layer's E times that.
  */
 import { expertBuffers, readExpert, type ExpertSource } from '../compress/experts-io.js';
@@ -24,9 +24,10 @@ export class StreamedExpertBank implements ExpertBank {
   private current = -1;
   private readonly buffers: ExpertWeights;
 
-  constructor(private readonly source: ExpertSource, private readonly biases: ExpertBiases, private readonly act: Activation) {
+  /** buffers: one expert's float32 matrices, passed in to reuse them across layers (stream-forward.ts does). */
+  constructor(private readonly source: ExpertSource, private readonly biases: ExpertBiases, private readonly act: Activation, buffers?: ExpertWeights) {
     this.count = source.E;
-    this.buffers = expertBuffers(source);
+    this.buffers = buffers ?? expertBuffers(source);
     const b = biases;
     this.residentBytes = 4 * (3 * source.I * source.H + (b.gate?.length ?? 0) + (b.up?.length ?? 0) + (b.down?.length ?? 0));
   }
