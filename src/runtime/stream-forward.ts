@@ -125,6 +125,15 @@ async function runLayer(src: ModelSource, l: number, entries: CanonicalEntry[], 
  */
 export async function streamedPerplexity(dir: string, ids: ArrayLike<number>, opts: PerplexityOptions = {}): Promise<StreamedPerplexityResult> {
   const src = openModel(dir);
+  try {
+    return await evaluate(src, ids, opts);
+  } finally {
+    src.checkpoint.close();
+  }
+}
+
+async function evaluate(src: ModelSource, ids: ArrayLike<number>, opts: PerplexityOptions): Promise<StreamedPerplexityResult> {
+  const dir = src.dir;
   const cfg = src.config;
   const H = cfg.hidden;
   const compressed = compressedLayers(isCompressedDir(dir) ? readManifest(dir) : null);
