@@ -9,8 +9,10 @@ usage: moepress <command> [options]
 
 commands:
   inspect MODEL [--json]                      architecture, sizes, parameter and byte counts
-  eval MODEL --text FILE [--windows N]        perplexity (256-token windows, as transformers)
-       [--top-k K] [--batch B] [--json]
+  eval MODEL --text FILE [--windows N]        perplexity (256-token windows, as transformers),
+       [--top-k K] [--batch B] [--json]        streamed: one layer / one expert in memory at a time
+       [--random-tokens N [--seed S]]          N windows of seeded random ids instead of a text
+       [--window-size S] [--in-memory]         load the whole model first (the generate engine)
   generate MODEL --prompt TEXT                 text generation with a KV cache
        [--max-tokens N] [--temperature T] [--top-p P] [--seed S] [--json]
   compress MODEL --out DIR --method M --budget B  compress the routed experts to a fraction of bf16

@@ -7,7 +7,9 @@ import { Checkpoint } from '../io/checkpoint.js';
 import { readConfig } from '../io/config.js';
 import { numel, type RawTensor } from '../io/dtype.js';
 import { MoepressError } from '../io/errors.js';
-import type { Architecture, ModelConfig } from '../models/canonical.js';
+import type { Architecture, CanonicalEntry, ModelConfig } from '../models/canonical.js';
+import type { LayerRecord } from '../compress/parts.js';
+import type { Tensor } from '../tensor/tensor.js';
 import { architectureFor, parseModelConfig } from '../models/registry.js';
 import type { ProgressFn } from '../progress.js';
 import { toFloat32 } from '../tensor/convert.js';
@@ -74,38 +76,59 @@ export interface LoadedModel extends ModelSource {
   compressedExperts: CompressedExpertsMeta | null;
 }
 
+/** Reads one canonical tensor as float32, checked: finite, and the shape config.json implies. */
+export function loadEntry(src: ModelSource, entry: CanonicalEntry): Tensor {
+  const { dir, config, checkpoint } = src;
+  let raw: RawTensor;
+  try {
+    raw = entry.load((n) => readChecked(checkpoint, n));
+  } catch (e) {
+    // Mapping errors know the tensor but not which shard holds it: add the file.
+    if (e instanceof MoepressError && !e.file && e.tensor && checkpoint.has(e.tensor)) {
+      throw new MoepressError(e.detail, { file: checkpoint.info(e.tensor).file, tensor: e.tensor });
+    }
+    throw e;
+  }
+  const want = expectedShape(config, entry.name);
+  if (want && (want.length !== raw.shape.length || want.some((d, j) => d !== raw.shape[j]))) {
+    throw new MoepressError(`shape [${raw.shape}] does not match config.json, which implies [${want}] for canonical '${entry.name}'`, { file: join(dir, 'model.safetensors.index.json'), tensor: entry.hub.join(', ') });
+  }
+  if (numel(raw.shape) === 0 && raw.shape.length > 0) throw new MoepressError('tensor is empty', { tensor: entry.hub.join(', ') });
+  return { shape: raw.shape, data: toFloat32(raw, entry.name) };
+}
+
+/** The per-layer records of a moepress compressed directory (empty for a hub checkpoint). */
+export function compressedLayers(manifest: Manifest | null): Map<number, LayerRecord> {
+  return new Map((manifest?.layers ?? []).map((r) => [r.layer, r]));
+}
+
+/** Canonical entries to load; compressed layers keep their experts in moepress tensors, not under hub names. */
+export function modelEntries(src: ModelSource, compressed: Map<number, LayerRecord>): CanonicalEntry[] {
+  return src.arch.canonicalEntries(src.config, (n) => src.checkpoint.has(n)).filter((e) => !(e.layer !== null && compressed.has(e.layer) && isExpertWeight(e.name)));
+}
+
+/** The experts of a compressed layer, prepared from its stored parts (experts-LLLLL.safetensors). */
+export function compressedBank(src: ModelSource, rec: LayerRecord): ExpertBank {
+  const moe = src.config.moe!;
+  return new CompressedExpertBank(rec, moe.intermediate, src.config.hidden, (n) => src.checkpoint.read(n), expertActivation(moe));
+}
+
 export function loadModel(dir: string, opts: LoadOptions = {}): LoadedModel {
   const src = openModel(dir);
-  const { config, arch, checkpoint } = src;
+  const { config } = src;
   const manifest = isCompressedDir(dir) ? readManifest(dir) : null;
-  const compressed = new Map((manifest?.layers ?? []).map((r) => [r.layer, r]));
-  // Compressed layers keep their experts in moepress tensors, not under hub names.
-  const entries = arch.canonicalEntries(config, (n) => checkpoint.has(n)).filter((e) => !(e.layer !== null && compressed.has(e.layer) && isExpertWeight(e.name)));
+  const compressed = compressedLayers(manifest);
+  const entries = modelEntries(src, compressed);
   const weights = new Weights(new Map());
   entries.forEach((entry, i) => {
-    let raw: RawTensor;
-    try {
-      raw = entry.load((n) => readChecked(checkpoint, n));
-    } catch (e) {
-      // Mapping errors know the tensor but not which shard holds it: add the file.
-      if (e instanceof MoepressError && !e.file && e.tensor && checkpoint.has(e.tensor)) {
-        throw new MoepressError(e.detail, { file: checkpoint.info(e.tensor).file, tensor: e.tensor });
-      }
-      throw e;
-    }
-    const want = expectedShape(config, entry.name);
-    if (want && (want.length !== raw.shape.length || want.some((d, j) => d !== raw.shape[j]))) {
-      throw new MoepressError(`shape [${raw.shape}] does not match config.json, which implies [${want}] for canonical '${entry.name}'`, { file: join(dir, 'model.safetensors.index.json'), tensor: entry.hub.join(', ') });
-    }
-    if (numel(raw.shape) === 0 && raw.shape.length > 0) throw new MoepressError('tensor is empty', { tensor: entry.hub.join(', ') });
-    weights.set(entry.name, { shape: raw.shape, data: toFloat32(raw, entry.name) });
+    weights.set(entry.name, loadEntry(src, entry));
     opts.onProgress?.({ task: 'load', done: i + 1, total: entries.length, unit: 'tensors', detail: entry.name });
   });
   const dense = denseBanks(config, weights, (l) => !compressed.has(l));
   const ce = hasCompressedExperts(dir) ? readCompressedExperts(dir, config) : null;
   const banks = dense.map((b, l) => {
     const rec = compressed.get(l);
-    const bank = !rec || !config.moe ? b : new CompressedExpertBank(rec, config.moe.intermediate, config.hidden, (n) => checkpoint.read(n), expertActivation(config.moe));
+    const bank = !rec || !config.moe ? b : compressedBank(src, rec);
     const vectors = ce?.layers[l];
     return bank && vectors ? withCompressedExperts(bank, vectors) : bank;
   });
