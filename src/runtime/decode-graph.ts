@@ -1,0 +1,458 @@
+/**
+ * One ONNX graph for a whole batch-1 decode step (every layer, routing included), so a generated
+ * token costs one ORT call instead of dozens: on small models the per-call overhead (35–100 µs),
+ * not the arithmetic, bounds decode speed.
+ *
+ *   decode-graph.ts + fast-decoder.ts (one ORT call per token)  <->  Transformer.hidden (twin)
+ *
+ * Inputs (P = tokens already in the KV cache the layer attends to, P >= 1; for a sliding window w
+ * only the last w - 1, so the graph itself needs no mask):
+ *   x [1, H]               the new token's embedding row
+ *   cos, sin [1, D]        RoPE factors of its position, laid out so rope(v) = v ⊙ cos + (v·R) ⊙ sin
+ *   past_k_l [P, NKV·D]    layer l's cached keys (a view of KVCache.k[l], no copy)
+ *   past_v_l [P, NKV·Dv]   layer l's cached values
+ * Outputs:
+ *   logits [1, V]; k_l [1, NKV·D], v_l [1, NKV·Dv] (the new token's key/value rows, written to
+ *   the cache by the caller)
+ *
+ * Dense weights are initializers in their stored [out, in] layout (Gemm transB, prepacked by ORT);
+ * gate and up are concatenated into one Gemm, as are q, k and v. Routed experts are stacked
+ * transposed ([E, H, 2I] gate|up, [E, I, H] down) so the K chosen ones are one Gather each and a
+ * batched [1, H] x [K, H, 2I] MatMul, which MLAS runs as K matrix-vector products.
+ *
+ * Dimension letters: H hidden, V vocab, NH / NKV heads, D / Dv head dims, G = NH / NKV,
+ * E experts, K experts per token, I expert width, F dense FFN width.
+ */
+import { densifyMatrix } from '../compress/apply.js';
+import { MATRICES, matrixShape, type MatrixName } from '../compress/parts.js';
+import { codecById } from '../compress/quant/codec.js';
+import { decodeScale, readU16 } from '../compress/quant/block.js';
+import type { ModelConfig } from '../models/canonical.js';
+import { DataType, buildModel, floatTensor, type NodeSpec, type TensorSpec, type ValueInfo } from '../tensor/onnx-proto.js';
+import type { RopeTables } from '../tensor/rope.js';
+import { attentionDims } from './attention-block.js';
+import { CompressedExpertBank } from './compressed-bank.js';
+import { DenseExpertBank, type ExpertBank } from './experts.js';
+import type { Weights } from './weights.js';
+
+const FLOAT = DataType.FLOAT;
+const INT64 = DataType.INT64;
+
+/** Initializer bytes above which the graph is not built (protobuf's 2 GiB message limit). */
+const MAX_GRAPH_BYTES = 1.8e9;
+
+/**
+ * Why this model cannot run through the decode graph, or null when it can. Unsupported configs
+ * keep the TS engine (the twin), which handles every family.
+ */
+export function decodeGraphUnsupported(cfg: ModelConfig, banks: readonly (ExpertBank | null)[], rope: RopeTables): string | null {
+  const a = cfg.attention;
+  if (a.mla) return 'multi-head latent attention';
+  if (a.sinks) return 'attention sinks';
+  if (rope.long) return 'longrope scaling';
+  if (rope.dim > a.headDim) return 'rotary dim above the head dim';
+  const moe = cfg.moe;
+  if (moe) {
+    if (moe.activation !== 'swiglu') return `expert activation ${moe.activation}`;
+    const r = moe.routing;
+    if (r.kind !== 'topk-softmax' && r.kind !== 'softmax-topk') return `routing ${r.kind}`;
+    if (r.nGroup > 1) return 'group-limited routing';
+  }
+  for (const b of banks) {
+    if (b === null) continue;
+    if (b.compressedExperts) return 'compressed experts (moepress-ce)';
+    if (!(b instanceof DenseExpertBank) && !(b instanceof CompressedExpertBank)) return 'an expert bank of unknown kind';
+  }
+  return null;
+}
+
+/** Collects nodes and initializers under unique names. */
+class GraphBuilder {
+  readonly nodes: NodeSpec[] = [];
+  readonly inits: TensorSpec[] = [];
+  bytes = 0;
+  /** Initializer bytes one step reads (routed-expert stacks count K/E of theirs). */
+  bytesRead = 0;
+  private n = 0;
+  private consts = new Map<string, string>();
+
+  fresh(stem: string): string {
+    return `${stem}_${this.n++}`;
+  }
+  op(opType: string, inputs: string[], attrs: NodeSpec['attributes'] = [], outputs = 1, domain?: string): string[] {
+    const outs = Array.from({ length: outputs }, () => this.fresh(opType.toLowerCase()));
+    this.nodes.push({ opType, inputs, outputs: outs, attributes: attrs, domain });
+    return outs;
+  }
+  op1(opType: string, inputs: string[], attrs: NodeSpec['attributes'] = []): string {
+    return this.op(opType, inputs, attrs)[0];
+  }
+  f32(stem: string, dims: number[], data: Float32Array, readFraction = 1): string {
+    const name = this.fresh(stem);
+    this.inits.push(floatTensor(name, dims, data));
+    this.count(data, readFraction);
+    return name;
+  }
+  u8(stem: string, dims: number[], data: Uint8Array, readFraction = 1): string {
+    const name = this.fresh(stem);
+    this.inits.push({ name, elemType: DataType.UINT8, dims, data });
+    this.count(data, readFraction);
+    return name;
+  }
+  private count(data: ArrayBufferView, readFraction: number): void {
+    this.bytes += data.byteLength;
+    this.bytesRead += data.byteLength * readFraction;
+  }
+  /** An int64 constant (shapes, axes, K), shared by value. */
+  i64(values: number[]): string {
+    const key = values.join(',');
+    let name = this.consts.get(key);
+    if (!name) {
+      name = this.fresh('i64');
+      this.inits.push({ name, elemType: INT64, dims: [values.length], data: BigInt64Array.from(values.map(BigInt)) });
+      this.consts.set(key, name);
+    }
+    return name;
+  }
+  scalar(v: number): string {
+    return this.f32('c', [], Float32Array.of(v));
+  }
+  reshape(x: string, dims: number[]): string {
+    return this.op1('Reshape', [x, this.i64(dims)]);
+  }
+}
+
+/** x: [1, in] -> [1, out] = x Wᵀ + b; W rows of several stored [out_i, in] matrices concatenated. */
+function gemm(g: GraphBuilder, x: string, stem: string, ws: Float32Array[], inp: number, biases?: (Float32Array | null)[]): string {
+  const out = ws.reduce((s, w) => s + w.length / inp, 0);
+  const W = ws.length === 1 ? ws[0] : concat(ws);
+  const inputs = [x, g.f32(stem, [out, inp], W)];
+  if (biases && biases.some((b) => b)) {
+    const b = concat(ws.map((w, i) => biases[i] ?? new Float32Array(w.length / inp)));
+    inputs.push(g.f32(`${stem}_b`, [out], b));
+  }
+  return g.op1('Gemm', inputs, [{ name: 'transB', type: 'int', value: 1 }]);
+}
+
+function concat(parts: Float32Array[]): Float32Array {
+  const out = new Float32Array(parts.reduce((s, p) => s + p.length, 0));
+  let o = 0;
+  for (const p of parts) {
+    out.set(p, o);
+    o += p.length;
+  }
+  return out;
+}
+
+function split(g: GraphBuilder, x: string, sizes: number[], axis: number): string[] {
+  return g.op('Split', [x, g.i64(sizes)], [{ name: 'axis', type: 'int', value: axis }], sizes.length);
+}
+
+/** x: [..., N] -> normalised over the last axis (RMSNorm, or LayerNorm with bias). */
+function norm(g: GraphBuilder, cfg: ModelConfig, x: string, w: Float32Array, b: Float32Array | null, eps: number, kind: 'rms' | 'layer' = cfg.norm): string {
+  const N = w.length;
+  const scale = g.f32('norm', [N], w);
+  const attrs: NodeSpec['attributes'] = [
+    { name: 'axis', type: 'int', value: -1 },
+    { name: 'epsilon', type: 'float', value: eps },
+  ];
+  if (kind === 'layer') return g.op1('LayerNormalization', [x, scale, g.f32('norm_b', [N], b ?? new Float32Array(N))], attrs);
+  return g.op1('SimplifiedLayerNormalization', [x, scale], attrs);
+}
+
+/** [1, heads·D] -> RoPE'd [1, heads·D]: v ⊙ cos + (v·R) ⊙ sin per head (v de-interleaved first). */
+function rope(g: GraphBuilder, x: string, heads: number, D: number, rot: { R: string; P: string | null }): string {
+  let v = g.reshape(x, [heads, D]);
+  if (rot.P) v = g.op1('MatMul', [v, rot.P]);
+  const vr = g.op1('MatMul', [v, rot.R]);
+  const a = g.op1('Mul', [v, 'cos']);
+  const b = g.op1('Mul', [vr, 'sin']);
+  return g.reshape(g.op1('Add', [a, b]), [1, heads * D]);
+}
+
+/** The rotate-half matrix R [D, D] and, for interleaved RoPE, the de-interleaving permutation P. */
+function ropeMatrices(D: number, tab: RopeTables): { R: Float32Array; P: Float32Array | null } {
+  const half = tab.dim / 2;
+  const R = new Float32Array(D * D);
+  // (v·R)[i] = -v[i + half] for i < half, v[i - half] for half <= i < dim, 0 beyond (unrotated dims)
+  for (let i = 0; i < half; i++) {
+    R[(i + half) * D + i] = -1;
+    R[i * D + i + half] = 1;
+  }
+  if (tab.style !== 'interleaved') return { R, P: null };
+  const P = new Float32Array(D * D);
+  for (let i = 0; i < half; i++) {
+    P[2 * i * D + i] = 1; // out[i] = v[2i]
+    P[(2 * i + 1) * D + i + half] = 1; // out[i + half] = v[2i + 1]
+  }
+  for (let i = tab.dim; i < D; i++) P[i * D + i] = 1;
+  return { R, P };
+}
+
+/**
+ * cos/sin inputs [1, D] for position pos, matching applyRope: the float32 product p·f, then
+ * cos/sin in float64 times the attention factor; unrotated dims get cos 1, sin 0.
+ */
+export function ropeFactors(pos: number, D: number, tab: RopeTables): { cos: Float32Array; sin: Float32Array } {
+  const half = tab.dim / 2;
+  const cos = new Float32Array(D).fill(1);
+  const sin = new Float32Array(D);
+  for (let i = 0; i < half; i++) {
+    const f = Math.fround(pos * Math.fround(tab.invFreq[i]));
+    cos[i] = cos[i + half] = Math.cos(f) * tab.attentionFactor;
+    sin[i] = sin[i + half] = Math.sin(f) * tab.attentionFactor;
+  }
+  return { cos, sin };
+}
+
+function swigluNodes(g: GraphBuilder, gu: string, F: number, axis: number): string {
+  const [gt, up] = split(g, gu, [F, F], axis);
+  const silu = g.op1('Mul', [gt, g.op1('Sigmoid', [gt])]);
+  return g.op1('Mul', [silu, up]);
+}
+
+/** h: [1, H] -> [1, H], a dense SwiGLU FFN stored under prefix (mlp or moe.shared). */
+function denseFfn(g: GraphBuilder, w: Weights, prefix: string, h: string, H: number): string {
+  const gate = w.get(`${prefix}.gate`);
+  const F = gate.shape[0];
+  const gu = gemm(g, h, 'gate_up', [gate.data, w.get(`${prefix}.up`).data], H);
+  return gemm(g, swigluNodes(g, gu, F, 1), 'down', [w.get(`${prefix}.down`).data], F);
+}
+
+/**
+ * A layer's routed experts as the graph stores them: float32 stacks for ORT's MoE op (dense
+ * experts, and compressed formats densified once at build time), or int4 blocks for QMoE when
+ * every matrix is one symmetric 4-bit block-quantized part (the quant baseline): those are
+ * repacked, not requantized, since our q4s blocks are MatMulNBits' layout (low nibble first,
+ * code = q + 8) with the f16 scale split out.
+ */
+type ExpertStacks =
+  | { kind: 'float'; gate: Float32Array; up: Float32Array; down: Float32Array }
+  | { kind: 'int4'; blockSize: number; fc1: Uint8Array; fc1Scales: Float32Array; fc2: Uint8Array; fc2Scales: Float32Array };
+
+/** Which storage each MoE layer's experts use in the graph (null for dense-FFN layers). */
+export type ExpertFormat = 'float' | 'int4' | null;
+
+function int4BlockSize(bank: CompressedExpertBank, I: number, H: number): number | null {
+  let B: number | null = null;
+  for (let e = 0; e < bank.count; e++) {
+    for (const m of MATRICES) {
+      const parts = bank.parts(e, m);
+      if (parts.length !== 1 || parts[0].kind !== 'quant') return null;
+      const c = codecById(parts[0].codec);
+      const inp = matrixShape(m, I, H)[1];
+      if (c.kind !== 'symmetric' || c.bits !== 4 || c.blockSize < 16 || (c.blockSize & (c.blockSize - 1)) !== 0 || inp % c.blockSize !== 0) return null;
+      if (B !== null && c.blockSize !== B) return null;
+      B = c.blockSize;
+    }
+  }
+  return B;
+}
+
+/**
+ * One expert matrix's q4s blocks [out, in] -> packed codes and scales, rows written at
+ * rowOf(r) of dest [*, in/2] / scales [*, in/B].
+ */
+function repackInt4(packed: Uint8Array, codecId: string, out: number, inp: number, codes: Uint8Array, scales: Float32Array, rowOf: (r: number) => number): void {
+  const c = codecById(codecId);
+  const B = c.blockSize;
+  const nb = inp / B;
+  for (let r = 0; r < out; r++) {
+    const dr = rowOf(r);
+    for (let j = 0; j < nb; j++) {
+      const o = (r * nb + j) * c.bytesPerBlock;
+      scales[dr * nb + j] = decodeScale(readU16(packed, o), c.scaleDtype);
+      codes.set(packed.subarray(o + 2, o + 2 + B / 2), dr * (inp / 2) + j * (B / 2));
+    }
+  }
+}
+
+function expertStacks(cfg: ModelConfig, w: Weights, bank: ExpertBank, l: number): ExpertStacks {
+  const moe = cfg.moe!;
+  const { experts: E, intermediate: I } = moe;
+  const H = cfg.hidden;
+  const p = `layers.${l}.moe.experts`;
+  if (!(bank instanceof CompressedExpertBank)) return { kind: 'float', gate: w.get(`${p}.gate`).data, up: w.get(`${p}.up`).data, down: w.get(`${p}.down`).data };
+  const B = int4BlockSize(bank, I, H);
+  if (B !== null) {
+    const fc1 = new Uint8Array(E * 2 * I * (H / 2));
+    const fc1Scales = new Float32Array(E * 2 * I * (H / B));
+    const fc2 = new Uint8Array(E * H * (I / 2));
+    const fc2Scales = new Float32Array(E * H * (I / B));
+    for (let e = 0; e < E; e++) {
+      const q = (m: MatrixName) => {
+        const part = bank.parts(e, m)[0];
+        if (part.kind !== 'quant') throw new Error('decode graph: int4 experts must be single quant parts');
+        return part;
+      };
+      // gate row i -> fc1 row 2i, up row i -> 2i + 1 (interleaved SwiGLU)
+      repackInt4(q('gate').packed, q('gate').codec, I, H, fc1, fc1Scales, (r) => e * 2 * I + 2 * r);
+      repackInt4(q('up').packed, q('up').codec, I, H, fc1, fc1Scales, (r) => e * 2 * I + 2 * r + 1);
+      repackInt4(q('down').packed, q('down').codec, H, I, fc2, fc2Scales, (r) => e * H + r);
+    }
+    return { kind: 'int4', blockSize: B, fc1, fc1Scales, fc2, fc2Scales };
+  }
+  const gate = new Float32Array(E * I * H);
+  const up = new Float32Array(E * I * H);
+  const down = new Float32Array(E * H * I);
+  for (let e = 0; e < E; e++) {
+    densifyMatrix([...bank.parts(e, 'gate')], I, H, gate.subarray(e * I * H, (e + 1) * I * H));
+    densifyMatrix([...bank.parts(e, 'up')], I, H, up.subarray(e * I * H, (e + 1) * I * H));
+    densifyMatrix([...bank.parts(e, 'down')], H, I, down.subarray(e * H * I, (e + 1) * H * I));
+  }
+  return { kind: 'float', gate, up, down };
+}
+
+/**
+ * h: [1, H] -> [1, H]: router logits, then ORT's MoE (float) or QMoE (int4) contrib op: softmax
+ * over all experts, top-K, renormalised when the config says so (for top-K-then-softmax routing
+ * that is the same distribution); the K experts run in place on the stacked weights, fc1 [E, 2I, ·]
+ * with gate and up rows interleaved (swiglu_fusion 1), fc2 [E, H, ·]. Plain SwiGLU is the op's
+ * swiglu with alpha 1, beta 0 and no clamp. Then the shared expert.
+ */
+function moeNodes(g: GraphBuilder, cfg: ModelConfig, w: Weights, l: number, h: string, bank: ExpertBank): { out: string; format: ExpertFormat } {
+  const moe = cfg.moe!;
+  const { experts: E, intermediate: I } = moe;
+  const H = cfg.hidden;
+  const K = moe.routing.topK;
+  const p = `layers.${l}.moe`;
+  const logits = gemm(g, h, 'router', [w.get(`${p}.router.weight`).data], H, [w.opt(`${p}.router.bias`)]);
+  const normalize = moe.routing.kind === 'topk-softmax' || moe.routing.normTopK;
+  const common: NodeSpec['attributes'] = [
+    { name: 'k', type: 'int', value: K },
+    { name: 'activation_type', type: 'string', value: 'swiglu' },
+    { name: 'swiglu_fusion', type: 'int', value: 1 },
+    { name: 'activation_alpha', type: 'float', value: 1 },
+    { name: 'activation_beta', type: 'float', value: 0 },
+    { name: 'swiglu_limit', type: 'float', value: 3e38 },
+  ];
+  const st = expertStacks(cfg, w, bank, l);
+  const share = K / E; // of the expert stacks one token reads
+  let out: string;
+  if (st.kind === 'int4') {
+    const B = st.blockSize;
+    // QMoE always renormalises the top-K weights: an unnormalised router's output is that times Σ top-K probabilities.
+    const inputs = [h, logits, g.u8('experts_fc1_q4', [E, 2 * I, H / 2], st.fc1, share), g.f32('experts_fc1_s', [E, 2 * I, H / B], st.fc1Scales, share), '', g.u8('experts_fc2_q4', [E, H, I / 2], st.fc2, share), g.f32('experts_fc2_s', [E, H, I / B], st.fc2Scales, share)];
+    out = g.op1('QMoE', inputs, [...common, { name: 'expert_weight_bits', type: 'int', value: 4 }, { name: 'block_size', type: 'int', value: B }, { name: 'normalize_routing_weights', type: 'int', value: 1 }]);
+    g.nodes[g.nodes.length - 1].domain = 'com.microsoft';
+    if (!normalize) {
+      const probs = g.op1('Softmax', [logits], [{ name: 'axis', type: 'int', value: -1 }]);
+      const [top] = g.op('TopK', [probs, g.i64([K])], [{ name: 'axis', type: 'int', value: -1 }], 2);
+      out = g.op1('Mul', [out, g.op1('ReduceSum', [top, g.i64([-1])])]);
+    }
+  } else {
+    const fc1 = interleaveRows(st.gate, st.up, E * I, H);
+    const gb = w.opt(`${p}.experts.gate_bias`);
+    const ub = w.opt(`${p}.experts.up_bias`);
+    const db = w.opt(`${p}.experts.down_bias`);
+    const fc1b = gb || ub ? interleaveRows(gb ?? new Float32Array(E * I), ub ?? new Float32Array(E * I), E * I, 1) : null;
+    const inputs = [h, logits, g.f32('experts_fc1', [E, 2 * I, H], fc1, share), fc1b ? g.f32('experts_fc1_b', [E, 2 * I], fc1b, share) : '', g.f32('experts_fc2', [E, H, I], st.down, share), db ? g.f32('experts_fc2_b', [E, H], db, share) : ''];
+    out = g.op1('MoE', inputs, [...common, { name: 'normalize_routing_weights', type: 'int', value: normalize ? 1 : 0 }]);
+    g.nodes[g.nodes.length - 1].domain = 'com.microsoft';
+  }
+  if (moe.routing.scale !== 1) out = g.op1('Mul', [out, g.scalar(moe.routing.scale)]);
+  if (moe.shared) {
+    let s = denseFfn(g, w, `${p}.shared`, h, H);
+    if (moe.shared.gated) s = g.op1('Mul', [s, g.op1('Sigmoid', [gemm(g, h, 'shared_gate', [w.get(`${p}.shared_gate.weight`).data], H)])]);
+    out = g.op1('Add', [out, s]);
+  }
+  return { out, format: st.kind };
+}
+
+/** a, b: [rows, n] -> [2·rows, n] with row 2r = a[r], row 2r+1 = b[r]. */
+function interleaveRows(a: Float32Array, b: Float32Array, rows: number, n: number): Float32Array {
+  const out = new Float32Array(2 * rows * n);
+  for (let r = 0; r < rows; r++) {
+    out.set(a.subarray(r * n, (r + 1) * n), 2 * r * n);
+    out.set(b.subarray(r * n, (r + 1) * n), (2 * r + 1) * n);
+  }
+  return out;
+}
+
+export interface DecodeGraph {
+  model: Uint8Array;
+  /** Weight bytes one step reads from the graph's initializers, plus the embedding row. */
+  bytesPerToken: number;
+  /** Per layer: how its routed experts are stored (null: dense FFN). */
+  expertFormats: ExpertFormat[];
+}
+
+/** The decode-step model (see the header). Throws when decodeGraphUnsupported says why not. */
+export function buildDecodeGraph(cfg: ModelConfig, w: Weights, banks: readonly (ExpertBank | null)[], tab: RopeTables): DecodeGraph {
+  const why = decodeGraphUnsupported(cfg, banks, tab);
+  if (why) throw new Error(`decode graph: unsupported model (${why})`);
+  const g = new GraphBuilder();
+  const H = cfg.hidden;
+  const d = attentionDims(cfg);
+  const at = cfg.attention;
+  const G = d.heads / d.kvHeads;
+  const kRow = d.kvHeads * d.dk;
+  const vRow = d.kvHeads * d.dv;
+  const mats = ropeMatrices(d.dk, tab);
+  const rot = { R: g.f32('rope_r', [d.dk, d.dk], mats.R), P: mats.P ? g.f32('rope_p', [d.dk, d.dk], mats.P) : null };
+  const inputs: ValueInfo[] = [
+    { name: 'x', elemType: FLOAT, dims: [1, H] },
+    { name: 'cos', elemType: FLOAT, dims: [1, d.dk] },
+    { name: 'sin', elemType: FLOAT, dims: [1, d.dk] },
+  ];
+  const outputs: ValueInfo[] = [{ name: 'logits', elemType: FLOAT, dims: [1, cfg.vocabSize] }];
+  const normW = (name: string) => w.get(`${name}.weight`).data;
+  const expertFormats: ExpertFormat[] = [];
+  let x = 'x';
+  for (let l = 0; l < cfg.numLayers; l++) {
+    const p = `layers.${l}.attn`;
+    // Each layer's own past length: a sliding-window layer is fed only the keys it may see.
+    inputs.push({ name: `past_k_${l}`, elemType: FLOAT, dims: [`P${l}`, kRow] }, { name: `past_v_${l}`, elemType: FLOAT, dims: [`P${l}`, vRow] });
+    outputs.push({ name: `k_${l}`, elemType: FLOAT, dims: [1, kRow] }, { name: `v_${l}`, elemType: FLOAT, dims: [1, vRow] });
+    const h = norm(g, cfg, x, normW(`layers.${l}.attn_norm`), w.opt(`layers.${l}.attn_norm.bias`), cfg.normEps);
+    const qkv = gemm(g, h, 'qkv', [w.get(`${p}.q.weight`).data, w.get(`${p}.k.weight`).data, w.get(`${p}.v.weight`).data], H, [w.opt(`${p}.q.bias`), w.opt(`${p}.k.bias`), w.opt(`${p}.v.bias`)]);
+    let [q, k, v] = split(g, qkv, [d.heads * d.dk, kRow, vRow], 1);
+    const qn = w.opt(`${p}.q_norm.weight`);
+    const kn = w.opt(`${p}.k_norm.weight`);
+    if (at.qkNorm === 'full' && qn && kn) {
+      q = norm(g, cfg, q, qn, null, cfg.normEps, 'rms');
+      k = norm(g, cfg, k, kn, null, cfg.normEps, 'rms');
+    } else if (at.qkNorm === 'head' && qn && kn) {
+      q = g.reshape(norm(g, cfg, g.reshape(q, [d.heads, d.dk]), qn, null, cfg.normEps, 'rms'), [1, d.heads * d.dk]);
+      k = g.reshape(norm(g, cfg, g.reshape(k, [d.kvHeads, d.dk]), kn, null, cfg.normEps, 'rms'), [1, kRow]);
+    }
+    if (at.clipQkv != null) {
+      const lo = g.scalar(-at.clipQkv);
+      const hi = g.scalar(at.clipQkv);
+      [q, k, v] = [q, k, v].map((t) => g.op1('Clip', [t, lo, hi]));
+    }
+    q = rope(g, q, d.heads, d.dk, rot);
+    g.nodes.push({ opType: 'Identity', inputs: [rope(g, k, d.kvHeads, d.dk, rot)], outputs: [`k_${l}`] });
+    g.nodes.push({ opType: 'Identity', inputs: [v], outputs: [`v_${l}`] });
+    // Keys [P+1, NKV, D] -> [NKV, D, P+1]; values -> [NKV, P+1, Dv]; queries grouped [NKV, G, D].
+    const kAll = g.op1('Transpose', [g.reshape(g.op1('Concat', [`past_k_${l}`, `k_${l}`], [{ name: 'axis', type: 'int', value: 0 }]), [-1, d.kvHeads, d.dk])], [{ name: 'perm', type: 'ints', value: [1, 2, 0] }]);
+    const vAll = g.op1('Transpose', [g.reshape(g.op1('Concat', [`past_v_${l}`, `v_${l}`], [{ name: 'axis', type: 'int', value: 0 }]), [-1, d.kvHeads, d.dv])], [{ name: 'perm', type: 'ints', value: [1, 0, 2] }]);
+    const s = g.op1('Mul', [g.op1('MatMul', [g.reshape(q, [d.kvHeads, G, d.dk]), kAll]), g.scalar(at.scale)]);
+    const probs = g.op1('Softmax', [s], [{ name: 'axis', type: 'int', value: -1 }]);
+    const o = g.reshape(g.op1('MatMul', [probs, vAll]), [1, d.heads * d.dv]);
+    x = g.op1('Add', [x, gemm(g, o, 'o', [w.get(`${p}.o.weight`).data], d.heads * d.dv, [w.opt(`${p}.o.bias`)])]);
+    const h2 = norm(g, cfg, x, normW(`layers.${l}.ffn_norm`), w.opt(`layers.${l}.ffn_norm.bias`), cfg.normEps);
+    let f: string;
+    const bank = banks[l];
+    if (cfg.layers[l].ffn === 'moe' && bank) {
+      // onnxruntime-node 1.30's CPU MoE kernel may run in place on its input and then reads
+      // garbage (wrong outputs on OLMoE); a graph output cannot be overwritten, so expose it.
+      g.nodes.push({ opType: 'Identity', inputs: [h2], outputs: [`moe_in_${l}`] });
+      outputs.push({ name: `moe_in_${l}`, elemType: FLOAT, dims: [1, H] });
+      const m = moeNodes(g, cfg, w, l, `moe_in_${l}`, bank);
+      f = m.out;
+      expertFormats.push(m.format);
+    } else {
+      f = denseFfn(g, w, `layers.${l}.mlp`, h2, H);
+      expertFormats.push(null);
+    }
+    x = g.op1('Add', [x, f]);
+  }
+  const hf = norm(g, cfg, x, normW('norm'), w.opt('norm.bias'), cfg.normEps);
+  const head = w.has('lm_head') ? w.get('lm_head').data : w.get('embed').data;
+  const lg = gemm(g, hf, 'lm_head', [head], H, [w.opt('lm_head_bias')]);
+  g.nodes.push({ opType: 'Identity', inputs: [lg], outputs: ['logits'] });
+  if (g.bytes > MAX_GRAPH_BYTES) throw new Error(`decode graph: ${g.bytes} bytes of weights exceed the ${MAX_GRAPH_BYTES}-byte graph limit`);
+  const model = buildModel({ inputs, outputs, nodes: g.nodes, initializers: g.inits, graphName: 'moepress_decode_step' });
+  return { model, bytesPerToken: g.bytesRead + 4 * H, expertFormats };
+}
