@@ -16,9 +16,9 @@
  *   the cache by the caller)
  *
  * Dense weights are initializers in their stored [out, in] layout (Gemm transB, prepacked by ORT);
- * gate and up are concatenated into one Gemm, as are q, k and v. Routed experts are stacked
- * transposed ([E, H, 2I] gate|up, [E, I, H] down) so the K chosen ones are one Gather each and a
- * batched [1, H] x [K, H, 2I] MatMul, which MLAS runs as K matrix-vector products.
+ * gate and up are concatenated into one Gemm, as are q, k and v. Each routed expert is an If
+ * branch over its own constant weights, taken only when the router picks it (routedExperts), so a
+ * step reads the K chosen experts' bytes: float32, or 4-bit blocks for quantized checkpoints.
  *
  * Dimension letters: H hidden, V vocab, NH / NKV heads, D / Dv head dims, G = NH / NKV,
  * E experts, K experts per token, I expert width, F dense FFN width.
@@ -27,8 +27,8 @@ import { densifyMatrix } from '../compress/apply.js';
 import { MATRICES, matrixShape, type MatrixName } from '../compress/parts.js';
 import { codecById } from '../compress/quant/codec.js';
 import { decodeScale, readU16 } from '../compress/quant/block.js';
-import type { ModelConfig } from '../models/canonical.js';
-import { DataType, buildModel, floatTensor, type NodeSpec, type TensorSpec, type ValueInfo } from '../tensor/onnx-proto.js';
+import type { ModelConfig, RoutingConfig } from '../models/canonical.js';
+import { DataType, buildModel, floatTensor, type NodeSpec, type SubgraphSpec, type TensorSpec, type ValueInfo } from '../tensor/onnx-proto.js';
 import type { RopeTables } from '../tensor/rope.js';
 import { attentionDims } from './attention-block.js';
 import { CompressedExpertBank } from './compressed-bank.js';
@@ -99,7 +99,7 @@ class GraphBuilder {
     this.count(data, readFraction);
     return name;
   }
-  private count(data: ArrayBufferView, readFraction: number): void {
+  count(data: ArrayBufferView, readFraction: number): void {
     this.bytes += data.byteLength;
     this.bytesRead += data.byteLength * readFraction;
   }
@@ -221,7 +221,7 @@ function denseFfn(g: GraphBuilder, w: Weights, prefix: string, h: string, H: num
 
 /**
  * A layer's routed experts as the graph stores them: float32 stacks for ORT's MoE op (dense
- * experts, and compressed formats densified once at build time), or int4 blocks for QMoE when
+ * experts, and compressed formats densified once at build time), or int4 blocks for MatMulNBits when
  * every matrix is one symmetric 4-bit block-quantized part (the quant baseline): those are
  * repacked, not requantized, since our q4s blocks are MatMulNBits' layout (low nibble first,
  * code = q + 8) with the f16 scale split out.
@@ -285,9 +285,9 @@ function expertStacks(cfg: ModelConfig, w: Weights, bank: ExpertBank, l: number)
         if (part.kind !== 'quant') throw new Error('decode graph: int4 experts must be single quant parts');
         return part;
       };
-      // gate row i -> fc1 row 2i, up row i -> 2i + 1 (interleaved SwiGLU)
-      repackInt4(q('gate').packed, q('gate').codec, I, H, fc1, fc1Scales, (r) => e * 2 * I + 2 * r);
-      repackInt4(q('up').packed, q('up').codec, I, H, fc1, fc1Scales, (r) => e * 2 * I + 2 * r + 1);
+      // expert e's fc1 rows: gate 0 .. I-1, then up I .. 2I-1
+      repackInt4(q('gate').packed, q('gate').codec, I, H, fc1, fc1Scales, (r) => e * 2 * I + r);
+      repackInt4(q('up').packed, q('up').codec, I, H, fc1, fc1Scales, (r) => e * 2 * I + I + r);
       repackInt4(q('down').packed, q('down').codec, H, I, fc2, fc2Scales, (r) => e * H + r);
     }
     return { kind: 'int4', blockSize: B, fc1, fc1Scales, fc2, fc2Scales };
@@ -303,13 +303,125 @@ function expertStacks(cfg: ModelConfig, w: Weights, bank: ExpertBank, l: number)
   return { kind: 'float', gate, up, down };
 }
 
+/** Optional expert biases, stacked: gate/up [E, I], down [E, H]. */
+interface ExpertBiases {
+  gate: Float32Array | null;
+  up: Float32Array | null;
+  down: Float32Array | null;
+}
+
+/** One expert's fc1 (h -> `${p}_gu` [1, 2I], gate then up) and fc2 (`${p}_a` -> `${p}_d` [1, H]) nodes. */
+interface Branch {
+  initializers: TensorSpec[];
+  fc1: NodeSpec[];
+  fc2: NodeSpec[];
+}
+
+function int4Branch(g: GraphBuilder, st: Extract<ExpertStacks, { kind: 'int4' }>, e: number, p: string, h: string, H: number, I: number, share: number): Branch {
+  const B = st.blockSize;
+  const c1 = st.fc1.subarray(e * 2 * I * (H / 2), (e + 1) * 2 * I * (H / 2));
+  const s1 = st.fc1Scales.subarray(e * 2 * I * (H / B), (e + 1) * 2 * I * (H / B));
+  const c2 = st.fc2.subarray(e * H * (I / 2), (e + 1) * H * (I / 2));
+  const s2 = st.fc2Scales.subarray(e * H * (I / B), (e + 1) * H * (I / B));
+  for (const d of [c1, s1, c2, s2]) g.count(d, share);
+  const nbits = (x: string, b: string, sc: string, y: string, k: number, n: number): NodeSpec => ({
+    opType: 'MatMulNBits', domain: 'com.microsoft', inputs: [x, b, sc], outputs: [y],
+    attributes: [
+      { name: 'K', type: 'int', value: k }, { name: 'N', type: 'int', value: n }, { name: 'bits', type: 'int', value: 4 },
+      // accuracy_level 0: float32 arithmetic on the dequantized weights, so the graph equals the TS engine
+      { name: 'block_size', type: 'int', value: B }, { name: 'accuracy_level', type: 'int', value: 0 },
+    ],
+  });
+  return {
+    initializers: [
+      { name: `${p}_b1`, elemType: DataType.UINT8, dims: [2 * I, H / B, B / 2], data: c1 },
+      floatTensor(`${p}_s1`, [2 * I * (H / B)], s1),
+      { name: `${p}_b2`, elemType: DataType.UINT8, dims: [H, I / B, B / 2], data: c2 },
+      floatTensor(`${p}_s2`, [H * (I / B)], s2),
+    ],
+    fc1: [nbits(h, `${p}_b1`, `${p}_s1`, `${p}_gu`, H, 2 * I)],
+    fc2: [nbits(`${p}_a`, `${p}_b2`, `${p}_s2`, `${p}_d`, I, H)],
+  };
+}
+
+function floatBranch(g: GraphBuilder, st: Extract<ExpertStacks, { kind: 'float' }>, b: ExpertBiases, e: number, p: string, h: string, H: number, I: number, share: number): Branch {
+  const rows = (x: Float32Array, n: number, len: number) => x.subarray(e * n * len, (e + 1) * n * len);
+  const w1 = concat([rows(st.gate, I, H), rows(st.up, I, H)]);
+  const w2 = rows(st.down, H, I);
+  const initializers = [floatTensor(`${p}_w1`, [2 * I, H], w1), floatTensor(`${p}_w2`, [H, I], w2)];
+  const fc1In = [h, `${p}_w1`];
+  const fc2In = [`${p}_a`, `${p}_w2`];
+  if (b.gate || b.up) {
+    initializers.push(floatTensor(`${p}_b1`, [2 * I], concat([b.gate ? rows(b.gate, I, 1) : new Float32Array(I), b.up ? rows(b.up, I, 1) : new Float32Array(I)])));
+    fc1In.push(`${p}_b1`);
+  }
+  if (b.down) {
+    initializers.push(floatTensor(`${p}_b2`, [H], rows(b.down, H, 1)));
+    fc2In.push(`${p}_b2`);
+  }
+  for (const t of initializers) g.count(t.data, share);
+  const transB: NodeSpec['attributes'] = [{ name: 'transB', type: 'int', value: 1 }];
+  return {
+    initializers,
+    fc1: [{ opType: 'Gemm', inputs: fc1In, outputs: [`${p}_gu`], attributes: transB }],
+    fc2: [{ opType: 'Gemm', inputs: fc2In, outputs: [`${p}_d`], attributes: transB }],
+  };
+}
+
 /**
- * h: [1, H] -> [1, H]: router logits, then ORT's MoE (float) or QMoE (int4) contrib op: softmax
- * over all experts, top-K, renormalised when the config says so (for top-K-then-softmax routing
- * that is the same distribution); the K experts run in place on the stacked weights, fc1 [E, 2I, ·]
- * with gate and up rows interleaved (swiglu_fusion 1), fc2 [E, H, ·]. Plain SwiGLU is the op's
- * swiglu with alpha 1, beta 0 and no clamp. Then the shared expert.
+ * The routed experts: routing weights scattered to a dense [1, E] row, then per expert an If whose
+ * then-branch runs that expert on its own constant initializers (float Gemm, or int4 MatMulNBits;
+ * constants are prepacked by ORT, and only the chosen experts' bytes are read) and whose
+ * else-branch is zeros; the E branch outputs are summed. Measured against ORT's fused contrib ops
+ * on the mixtral fixture (2 cores, shared): the CPU QMoE kernel took ~5 ms a layer, the float MoE
+ * op about 2.5x this graph's per-token time; this also needs no workaround for the MoE op, which
+ * in onnxruntime-node 1.30 may run in place on its input and return wrong outputs.
  */
+function routedExperts(g: GraphBuilder, r: RoutingConfig, logits: string, h: string, st: ExpertStacks, biases: ExpertBiases, E: number, H: number, I: number, K: number): string {
+  const topk = (x: string) => g.op('TopK', [x, g.i64([K])], [{ name: 'axis', type: 'int', value: -1 }], 2);
+  const softmax = (x: string) => g.op1('Softmax', [x], [{ name: 'axis', type: 'int', value: -1 }]);
+  let weights: string;
+  let idx: string;
+  if (r.kind === 'topk-softmax') {
+    const [vals, i] = topk(logits);
+    weights = softmax(vals);
+    idx = i;
+  } else {
+    const [vals, i] = topk(softmax(logits));
+    weights = r.normTopK ? g.op1('Div', [vals, g.op1('ReduceSum', [vals, g.i64([-1])])]) : vals;
+    idx = i;
+  }
+  const full = g.op1('ScatterElements', [g.f32('zeros_e', [1, E], new Float32Array(E)), idx, weights], [{ name: 'axis', type: 'int', value: 1 }]);
+  const perExpert = g.op('Split', [full], [{ name: 'axis', type: 'int', value: 1 }], E);
+  const zeroH = g.f32('zeros_h', [1, H], new Float32Array(H));
+  const zero = g.scalar(0);
+  const share = K / E; // of the expert stacks one token reads
+  const ys: string[] = [];
+  for (let e = 0; e < E; e++) {
+    const p = g.fresh('expert');
+    const branch = st.kind === 'int4' ? int4Branch(g, st, e, p, h, H, I, share) : floatBranch(g, st, biases, e, p, h, H, I, share);
+    const then: SubgraphSpec = {
+      name: `${p}_then`,
+      outputs: [{ name: `${p}_y`, elemType: FLOAT, dims: [1, H] }],
+      initializers: branch.initializers,
+      nodes: [
+        ...branch.fc1,
+        { opType: 'Split', inputs: [`${p}_gu`, g.i64([I, I])], outputs: [`${p}_g`, `${p}_u`], attributes: [{ name: 'axis', type: 'int', value: 1 }] },
+        { opType: 'Sigmoid', inputs: [`${p}_g`], outputs: [`${p}_sg`] },
+        { opType: 'Mul', inputs: [`${p}_g`, `${p}_sg`], outputs: [`${p}_silu`] },
+        { opType: 'Mul', inputs: [`${p}_silu`, `${p}_u`], outputs: [`${p}_a`] },
+        ...branch.fc2,
+        { opType: 'Mul', inputs: [`${p}_d`, perExpert[e]], outputs: [`${p}_y`] },
+      ],
+    };
+    const otherwise: SubgraphSpec = { name: `${p}_else`, outputs: [{ name: `${p}_z`, elemType: FLOAT, dims: [1, H] }], nodes: [{ opType: 'Identity', inputs: [zeroH], outputs: [`${p}_z`] }] };
+    const cond = g.op1('Greater', [perExpert[e], zero]);
+    ys.push(g.op1('If', [cond], [{ name: 'then_branch', type: 'graph', value: then }, { name: 'else_branch', type: 'graph', value: otherwise }]));
+  }
+  return g.op1('Sum', ys);
+}
+
+/** h: [1, H] -> [1, H]: router logits, the routed experts (routedExperts), the shared expert. */
 function moeNodes(g: GraphBuilder, cfg: ModelConfig, w: Weights, l: number, h: string, bank: ExpertBank): { out: string; format: ExpertFormat } {
   const moe = cfg.moe!;
   const { experts: E, intermediate: I } = moe;
@@ -317,39 +429,9 @@ function moeNodes(g: GraphBuilder, cfg: ModelConfig, w: Weights, l: number, h: s
   const K = moe.routing.topK;
   const p = `layers.${l}.moe`;
   const logits = gemm(g, h, 'router', [w.get(`${p}.router.weight`).data], H, [w.opt(`${p}.router.bias`)]);
-  const normalize = moe.routing.kind === 'topk-softmax' || moe.routing.normTopK;
-  const common: NodeSpec['attributes'] = [
-    { name: 'k', type: 'int', value: K },
-    { name: 'activation_type', type: 'string', value: 'swiglu' },
-    { name: 'swiglu_fusion', type: 'int', value: 1 },
-    { name: 'activation_alpha', type: 'float', value: 1 },
-    { name: 'activation_beta', type: 'float', value: 0 },
-    { name: 'swiglu_limit', type: 'float', value: 3e38 },
-  ];
   const st = expertStacks(cfg, w, bank, l);
-  const share = K / E; // of the expert stacks one token reads
-  let out: string;
-  if (st.kind === 'int4') {
-    const B = st.blockSize;
-    // QMoE always renormalises the top-K weights: an unnormalised router's output is that times Σ top-K probabilities.
-    const inputs = [h, logits, g.u8('experts_fc1_q4', [E, 2 * I, H / 2], st.fc1, share), g.f32('experts_fc1_s', [E, 2 * I, H / B], st.fc1Scales, share), '', g.u8('experts_fc2_q4', [E, H, I / 2], st.fc2, share), g.f32('experts_fc2_s', [E, H, I / B], st.fc2Scales, share)];
-    out = g.op1('QMoE', inputs, [...common, { name: 'expert_weight_bits', type: 'int', value: 4 }, { name: 'block_size', type: 'int', value: B }, { name: 'normalize_routing_weights', type: 'int', value: 1 }]);
-    g.nodes[g.nodes.length - 1].domain = 'com.microsoft';
-    if (!normalize) {
-      const probs = g.op1('Softmax', [logits], [{ name: 'axis', type: 'int', value: -1 }]);
-      const [top] = g.op('TopK', [probs, g.i64([K])], [{ name: 'axis', type: 'int', value: -1 }], 2);
-      out = g.op1('Mul', [out, g.op1('ReduceSum', [top, g.i64([-1])])]);
-    }
-  } else {
-    const fc1 = interleaveRows(st.gate, st.up, E * I, H);
-    const gb = w.opt(`${p}.experts.gate_bias`);
-    const ub = w.opt(`${p}.experts.up_bias`);
-    const db = w.opt(`${p}.experts.down_bias`);
-    const fc1b = gb || ub ? interleaveRows(gb ?? new Float32Array(E * I), ub ?? new Float32Array(E * I), E * I, 1) : null;
-    const inputs = [h, logits, g.f32('experts_fc1', [E, 2 * I, H], fc1, share), fc1b ? g.f32('experts_fc1_b', [E, 2 * I], fc1b, share) : '', g.f32('experts_fc2', [E, H, I], st.down, share), db ? g.f32('experts_fc2_b', [E, H], db, share) : ''];
-    out = g.op1('MoE', inputs, [...common, { name: 'normalize_routing_weights', type: 'int', value: normalize ? 1 : 0 }]);
-    g.nodes[g.nodes.length - 1].domain = 'com.microsoft';
-  }
+  const biases = { gate: w.opt(`${p}.experts.gate_bias`), up: w.opt(`${p}.experts.up_bias`), down: w.opt(`${p}.experts.down_bias`) };
+  let out = routedExperts(g, moe.routing, logits, h, st, biases, E, H, I, K);
   if (moe.routing.scale !== 1) out = g.op1('Mul', [out, g.scalar(moe.routing.scale)]);
   if (moe.shared) {
     let s = denseFfn(g, w, `${p}.shared`, h, H);
@@ -357,16 +439,6 @@ function moeNodes(g: GraphBuilder, cfg: ModelConfig, w: Weights, l: number, h: s
     out = g.op1('Add', [out, s]);
   }
   return { out, format: st.kind };
-}
-
-/** a, b: [rows, n] -> [2·rows, n] with row 2r = a[r], row 2r+1 = b[r]. */
-function interleaveRows(a: Float32Array, b: Float32Array, rows: number, n: number): Float32Array {
-  const out = new Float32Array(2 * rows * n);
-  for (let r = 0; r < rows; r++) {
-    out.set(a.subarray(r * n, (r + 1) * n), 2 * r * n);
-    out.set(b.subarray(r * n, (r + 1) * n), (2 * r + 1) * n);
-  }
-  return out;
 }
 
 export interface DecodeGraph {
@@ -435,11 +507,7 @@ export function buildDecodeGraph(cfg: ModelConfig, w: Weights, banks: readonly (
     let f: string;
     const bank = banks[l];
     if (cfg.layers[l].ffn === 'moe' && bank) {
-      // onnxruntime-node 1.30's CPU MoE kernel may run in place on its input and then reads
-      // garbage (wrong outputs on OLMoE); a graph output cannot be overwritten, so expose it.
-      g.nodes.push({ opType: 'Identity', inputs: [h2], outputs: [`moe_in_${l}`] });
-      outputs.push({ name: `moe_in_${l}`, elemType: FLOAT, dims: [1, H] });
-      const m = moeNodes(g, cfg, w, l, `moe_in_${l}`, bank);
+      const m = moeNodes(g, cfg, w, l, h2, bank);
       f = m.out;
       expertFormats.push(m.format);
     } else {
