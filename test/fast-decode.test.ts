@@ -109,20 +109,25 @@ for (const name of NOT_COVERED) {
   });
 }
 
-// Wide enough that 64-value quantization blocks tile every matrix row (the int4 QMoE path).
-const COMPRESSED: [string, string, number, ExpertFormat][] = [
-  ['mixtral', 'quant', 0.28, 'int4'], // top-K-then-softmax routing
-  ['olmoe', 'quant', 0.28, 'int4'], // unnormalised softmax-top-K: QMoE's output rescaled
-  ['mixtral', 'ders-quant', 0.45, 'float'], // shared base + low-bit deltas: densified at build time
+// Wide enough that 64-value quantization blocks tile every matrix row (the MatMulNBits path).
+// [family, method, budget, width (H = I), the codec the budget buys, the graph's expert format]
+const COMPRESSED: [string, string, number, number, string, ExpertFormat][] = [
+  ['mixtral', 'quant', 0.28, 64, 'q4s-g64-rtn', 'q4'], // top-K-then-softmax routing
+  ['olmoe', 'quant', 0.28, 64, 'q4s-g64-rtn', 'q4'], // softmax-then-top-K, unnormalised
+  ['mixtral', 'ders-quant', 0.55, 128, 'q4s-g32', 'base+q4'], // the shared base once per token + 4-bit deltas
+  ['mixtral', 'ders-quant', 0.4, 128, 'q2s-g64', 'base+q2'],
+  ['mixtral', 'ders-quant', 0.45, 128, 'q3s-g128', 'float'], // 3 bits: densified at build time
+  ['mixtral', 'ders-magnitude', 0.45, 64, '', 'float'], // sparse deltas: densified at build time
 ];
-for (const [family, method, budget, format] of COMPRESSED) {
-  test(`${family} compressed with ${method}: the graph (${format} experts) equals the TS engine on the stored parts`, async () => {
-    const { dir } = writeTinyModel({ ...TINY_CONFIGS[family], hidden_size: 64, intermediate_size: 64 }, { seed: 8, dtype: 'BF16' });
+for (const [family, method, budget, width, codec, format] of COMPRESSED) {
+  test(`${family} compressed with ${method} ${codec}: the graph (${format} experts) equals the TS engine on the stored parts`, async () => {
+    const { dir } = writeTinyModel({ ...TINY_CONFIGS[family], hidden_size: width, intermediate_size: width }, { seed: 8, dtype: 'BF16' });
     const out = join(mkdtempSync(join(os.tmpdir(), 'moepress-fast-')), 'c');
     try {
       await compress({ model: dir, out, method, budget, seed: 1 });
       const m = loadModel(out);
       assert.ok(m.manifest, 'a compressed checkpoint');
+      if (codec) assert.equal(m.manifest.layers[0].choices.codec, codec, 'the budget should buy this codec');
       const engine = new Transformer(m.config, m.weights, m.banks);
       assert.deepEqual(await compareSteps(engine, 4, 2), m.config.layers.map(() => format));
       const prompt = tokens(4, 6, m.config.vocabSize);

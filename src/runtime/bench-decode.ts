@@ -34,8 +34,8 @@ export interface BenchDecodeResult {
   fallbackReason: string | null;
   /** Weight bytes one graph step reads (null on the TS engine). */
   bytesPerToken: number | null;
-  /** Per layer, how the graph stores the routed experts ('float' | 'int4'; null: dense FFN). */
-  expertFormats: ('float' | 'int4' | null)[] | null;
+  /** Per layer, how the graph stores the routed experts (e.g. float, q4, base+q2; null: dense FFN). */
+  expertFormats: (string | null)[] | null;
   /** Every timed run's tokens/s. */
   runs: number[];
 }

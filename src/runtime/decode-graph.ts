@@ -220,49 +220,70 @@ function denseFfn(g: GraphBuilder, w: Weights, prefix: string, h: string, H: num
 }
 
 /**
- * A layer's routed experts as the graph stores them: float32 stacks for ORT's MoE op (dense
- * experts, and compressed formats densified once at build time), or int4 blocks for MatMulNBits when
- * every matrix is one symmetric 4-bit block-quantized part (the quant baseline): those are
- * repacked, not requantized, since our q4s blocks are MatMulNBits' layout (low nibble first,
- * code = q + 8) with the f16 scale split out.
+ * A layer's routed experts as the graph stores them: float32 (dense experts, and compressed formats
+ * densified once at build time), or k-bit blocks for MatMulNBits when every matrix is one
+ * symmetric block-quantized part (the quant baseline), optionally on top of one dense base shared
+ * by the layer's experts (DeRS with quantized deltas). Blocks are repacked, not requantized: our
+ * symmetric blocks store code q + 2^(k-1) low bits first, MatMulNBits' layout with its default
+ * zero point, once the f16 scale is split out.
  */
-type ExpertStacks =
-  | { kind: 'float'; gate: Float32Array; up: Float32Array; down: Float32Array }
-  | { kind: 'int4'; blockSize: number; fc1: Uint8Array; fc1Scales: Float32Array; fc2: Uint8Array; fc2Scales: Float32Array };
+interface QuantStacks {
+  kind: 'quant';
+  bits: number;
+  blockSize: number;
+  fc1: Uint8Array; // [E, 2I, H·bits/8]: gate rows, then up rows
+  fc1Scales: Float32Array; // [E, 2I, H/B]
+  fc2: Uint8Array; // [E, H, I·bits/8]
+  fc2Scales: Float32Array; // [E, H, I/B]
+  /** DeRS: the shared base (gate rows then up [2I, H]; down [H, I]); the quant parts are deltas. */
+  base: { gu: Float32Array; down: Float32Array } | null;
+}
+type ExpertStacks = { kind: 'float'; gate: Float32Array; up: Float32Array; down: Float32Array } | QuantStacks;
 
-/** Which storage each MoE layer's experts use in the graph (null for dense-FFN layers). */
-export type ExpertFormat = 'float' | 'int4' | null;
+/** How each MoE layer's experts are stored in the graph: 'float', 'q4', 'base+q2', ...; null for dense-FFN layers. */
+export type ExpertFormat = string | null;
 
-function int4BlockSize(bank: CompressedExpertBank, I: number, H: number): number | null {
-  let B: number | null = null;
+function formatOf(st: ExpertStacks): string {
+  return st.kind === 'float' ? 'float' : `${st.base ? 'base+' : ''}q${st.bits}`;
+}
+
+/** The common bits / block size / shared base of a bank whose matrices MatMulNBits can run, or null. */
+function quantLayout(bank: CompressedExpertBank, I: number, H: number): { bits: number; blockSize: number; base: boolean } | null {
+  let layout: { bits: number; blockSize: number; base: boolean } | null = null;
   for (let e = 0; e < bank.count; e++) {
     for (const m of MATRICES) {
       const parts = bank.parts(e, m);
-      if (parts.length !== 1 || parts[0].kind !== 'quant') return null;
-      const c = codecById(parts[0].codec);
+      const q = parts[parts.length - 1];
+      if (q.kind !== 'quant' || parts.length > 2) return null;
+      const base = parts.length === 2;
+      const first = bank.parts(0, m)[0];
+      // the base must be one tensor shared by every expert (prepareParts hands out the same array)
+      if (base && !(parts[0].kind === 'dense' && first.kind === 'dense' && parts[0].w === first.w)) return null;
+      const c = codecById(q.codec);
       const inp = matrixShape(m, I, H)[1];
-      if (c.kind !== 'symmetric' || c.bits !== 4 || c.blockSize < 16 || (c.blockSize & (c.blockSize - 1)) !== 0 || inp % c.blockSize !== 0) return null;
-      if (B !== null && c.blockSize !== B) return null;
-      B = c.blockSize;
+      if (c.kind !== 'symmetric' || ![2, 4, 8].includes(c.bits) || c.blockSize < 16 || (c.blockSize & (c.blockSize - 1)) !== 0 || inp % c.blockSize !== 0) return null;
+      if (layout && (layout.bits !== c.bits || layout.blockSize !== c.blockSize || layout.base !== base)) return null;
+      layout = { bits: c.bits, blockSize: c.blockSize, base };
     }
   }
-  return B;
+  return layout;
 }
 
 /**
- * One expert matrix's q4s blocks [out, in] -> packed codes and scales, rows written at
- * rowOf(r) of dest [*, in/2] / scales [*, in/B].
+ * One expert matrix's symmetric blocks [out, in] -> packed codes and scales, rows written at
+ * rowOf(r) of codes [*, in·bits/8] / scales [*, in/B].
  */
-function repackInt4(packed: Uint8Array, codecId: string, out: number, inp: number, codes: Uint8Array, scales: Float32Array, rowOf: (r: number) => number): void {
+function repackBlocks(packed: Uint8Array, codecId: string, out: number, inp: number, codes: Uint8Array, scales: Float32Array, rowOf: (r: number) => number): void {
   const c = codecById(codecId);
   const B = c.blockSize;
   const nb = inp / B;
+  const blockCodes = (B * c.bits) / 8;
   for (let r = 0; r < out; r++) {
     const dr = rowOf(r);
     for (let j = 0; j < nb; j++) {
       const o = (r * nb + j) * c.bytesPerBlock;
       scales[dr * nb + j] = decodeScale(readU16(packed, o), c.scaleDtype);
-      codes.set(packed.subarray(o + 2, o + 2 + B / 2), dr * (inp / 2) + j * (B / 2));
+      codes.set(packed.subarray(o + 2, o + 2 + blockCodes), dr * nb * blockCodes + j * blockCodes);
     }
   }
 }
@@ -273,24 +294,31 @@ function expertStacks(cfg: ModelConfig, w: Weights, bank: ExpertBank, l: number)
   const H = cfg.hidden;
   const p = `layers.${l}.moe.experts`;
   if (!(bank instanceof CompressedExpertBank)) return { kind: 'float', gate: w.get(`${p}.gate`).data, up: w.get(`${p}.up`).data, down: w.get(`${p}.down`).data };
-  const B = int4BlockSize(bank, I, H);
-  if (B !== null) {
-    const fc1 = new Uint8Array(E * 2 * I * (H / 2));
+  const layout = quantLayout(bank, I, H);
+  if (layout !== null) {
+    const { bits, blockSize: B } = layout;
+    const fc1 = new Uint8Array((E * 2 * I * H * bits) / 8);
     const fc1Scales = new Float32Array(E * 2 * I * (H / B));
-    const fc2 = new Uint8Array(E * H * (I / 2));
+    const fc2 = new Uint8Array((E * H * I * bits) / 8);
     const fc2Scales = new Float32Array(E * H * (I / B));
     for (let e = 0; e < E; e++) {
       const q = (m: MatrixName) => {
-        const part = bank.parts(e, m)[0];
-        if (part.kind !== 'quant') throw new Error('decode graph: int4 experts must be single quant parts');
+        const parts = bank.parts(e, m);
+        const part = parts[parts.length - 1];
+        if (part.kind !== 'quant') throw new Error('decode graph: quantized experts must end in a quant part');
         return part;
       };
-      // expert e's fc1 rows: gate 0 .. I-1, then up I .. 2I-1
-      repackInt4(q('gate').packed, q('gate').codec, I, H, fc1, fc1Scales, (r) => e * 2 * I + r);
-      repackInt4(q('up').packed, q('up').codec, I, H, fc1, fc1Scales, (r) => e * 2 * I + I + r);
-      repackInt4(q('down').packed, q('down').codec, H, I, fc2, fc2Scales, (r) => e * H + r);
+      repackBlocks(q('gate').packed, q('gate').codec, I, H, fc1, fc1Scales, (r) => e * 2 * I + r);
+      repackBlocks(q('up').packed, q('up').codec, I, H, fc1, fc1Scales, (r) => e * 2 * I + I + r);
+      repackBlocks(q('down').packed, q('down').codec, H, I, fc2, fc2Scales, (r) => e * H + r);
     }
-    return { kind: 'int4', blockSize: B, fc1, fc1Scales, fc2, fc2Scales };
+    const dense = (m: MatrixName) => {
+      const part = bank.parts(0, m)[0];
+      if (part.kind !== 'dense') throw new Error('decode graph: the shared base must be a dense part');
+      return part.w;
+    };
+    const base = layout.base ? { gu: concat([dense('gate'), dense('up')]), down: dense('down') } : null;
+    return { kind: 'quant', bits, blockSize: B, fc1, fc1Scales, fc2, fc2Scales, base };
   }
   const gate = new Float32Array(E * I * H);
   const up = new Float32Array(E * I * H);
@@ -317,29 +345,35 @@ interface Branch {
   fc2: NodeSpec[];
 }
 
-function int4Branch(g: GraphBuilder, st: Extract<ExpertStacks, { kind: 'int4' }>, e: number, p: string, h: string, H: number, I: number, share: number): Branch {
-  const B = st.blockSize;
-  const c1 = st.fc1.subarray(e * 2 * I * (H / 2), (e + 1) * 2 * I * (H / 2));
+/** fc1 -> `${p}_gu` (+ the shared base's `baseGu` for DeRS), fc2 -> `${p}_d` (the delta's share only, for DeRS). */
+function quantBranch(g: GraphBuilder, st: QuantStacks, e: number, p: string, h: string, baseGu: string | null, H: number, I: number, share: number): Branch {
+  const { bits, blockSize: B } = st;
+  const row1 = (H * bits) / 8;
+  const row2 = (I * bits) / 8;
+  const c1 = st.fc1.subarray(e * 2 * I * row1, (e + 1) * 2 * I * row1);
   const s1 = st.fc1Scales.subarray(e * 2 * I * (H / B), (e + 1) * 2 * I * (H / B));
-  const c2 = st.fc2.subarray(e * H * (I / 2), (e + 1) * H * (I / 2));
+  const c2 = st.fc2.subarray(e * H * row2, (e + 1) * H * row2);
   const s2 = st.fc2Scales.subarray(e * H * (I / B), (e + 1) * H * (I / B));
   for (const d of [c1, s1, c2, s2]) g.count(d, share);
   const nbits = (x: string, b: string, sc: string, y: string, k: number, n: number): NodeSpec => ({
     opType: 'MatMulNBits', domain: 'com.microsoft', inputs: [x, b, sc], outputs: [y],
     attributes: [
-      { name: 'K', type: 'int', value: k }, { name: 'N', type: 'int', value: n }, { name: 'bits', type: 'int', value: 4 },
+      { name: 'K', type: 'int', value: k }, { name: 'N', type: 'int', value: n }, { name: 'bits', type: 'int', value: bits },
       // accuracy_level 0: float32 arithmetic on the dequantized weights, so the graph equals the TS engine
       { name: 'block_size', type: 'int', value: B }, { name: 'accuracy_level', type: 'int', value: 0 },
     ],
   });
+  const fc1 = baseGu
+    ? [nbits(h, `${p}_b1`, `${p}_s1`, `${p}_dgu`, H, 2 * I), { opType: 'Add', inputs: [`${p}_dgu`, baseGu], outputs: [`${p}_gu`] }]
+    : [nbits(h, `${p}_b1`, `${p}_s1`, `${p}_gu`, H, 2 * I)];
   return {
     initializers: [
-      { name: `${p}_b1`, elemType: DataType.UINT8, dims: [2 * I, H / B, B / 2], data: c1 },
+      { name: `${p}_b1`, elemType: DataType.UINT8, dims: [2 * I, H / B, (B * bits) / 8], data: c1 },
       floatTensor(`${p}_s1`, [2 * I * (H / B)], s1),
-      { name: `${p}_b2`, elemType: DataType.UINT8, dims: [H, I / B, B / 2], data: c2 },
+      { name: `${p}_b2`, elemType: DataType.UINT8, dims: [H, I / B, (B * bits) / 8], data: c2 },
       floatTensor(`${p}_s2`, [H * (I / B)], s2),
     ],
-    fc1: [nbits(h, `${p}_b1`, `${p}_s1`, `${p}_gu`, H, 2 * I)],
+    fc1,
     fc2: [nbits(`${p}_a`, `${p}_b2`, `${p}_s2`, `${p}_d`, I, H)],
   };
 }
@@ -396,13 +430,18 @@ function routedExperts(g: GraphBuilder, r: RoutingConfig, logits: string, h: str
   const zeroH = g.f32('zeros_h', [1, H], new Float32Array(H));
   const zero = g.scalar(0);
   const share = K / E; // of the expert stacks one token reads
+  // DeRS: the shared base's gate/up product once per token; its down product once, on Σ w_e a_e.
+  const base = st.kind === 'quant' ? st.base : null;
+  const baseGu = base ? gemm(g, h, 'base_gu', [base.gu], H) : null;
+  const zeroI = base ? g.f32('zeros_i', [1, I], new Float32Array(I)) : '';
   const ys: string[] = [];
+  const was: string[] = [];
   for (let e = 0; e < E; e++) {
     const p = g.fresh('expert');
-    const branch = st.kind === 'int4' ? int4Branch(g, st, e, p, h, H, I, share) : floatBranch(g, st, biases, e, p, h, H, I, share);
+    const branch = st.kind === 'quant' ? quantBranch(g, st, e, p, h, baseGu, H, I, share) : floatBranch(g, st, biases, e, p, h, H, I, share);
     const then: SubgraphSpec = {
       name: `${p}_then`,
-      outputs: [{ name: `${p}_y`, elemType: FLOAT, dims: [1, H] }],
+      outputs: [{ name: `${p}_y`, elemType: FLOAT, dims: [1, H] }, ...(base ? [{ name: `${p}_wa`, elemType: FLOAT, dims: [1, I] }] : [])],
       initializers: branch.initializers,
       nodes: [
         ...branch.fc1,
@@ -412,13 +451,21 @@ function routedExperts(g: GraphBuilder, r: RoutingConfig, logits: string, h: str
         { opType: 'Mul', inputs: [`${p}_silu`, `${p}_u`], outputs: [`${p}_a`] },
         ...branch.fc2,
         { opType: 'Mul', inputs: [`${p}_d`, perExpert[e]], outputs: [`${p}_y`] },
+        ...(base ? [{ opType: 'Mul', inputs: [`${p}_a`, perExpert[e]], outputs: [`${p}_wa`] }] : []),
       ],
     };
-    const otherwise: SubgraphSpec = { name: `${p}_else`, outputs: [{ name: `${p}_z`, elemType: FLOAT, dims: [1, H] }], nodes: [{ opType: 'Identity', inputs: [zeroH], outputs: [`${p}_z`] }] };
+    const otherwise: SubgraphSpec = {
+      name: `${p}_else`,
+      outputs: [{ name: `${p}_z`, elemType: FLOAT, dims: [1, H] }, ...(base ? [{ name: `${p}_zi`, elemType: FLOAT, dims: [1, I] }] : [])],
+      nodes: [{ opType: 'Identity', inputs: [zeroH], outputs: [`${p}_z`] }, ...(base ? [{ opType: 'Identity', inputs: [zeroI], outputs: [`${p}_zi`] }] : [])],
+    };
     const cond = g.op1('Greater', [perExpert[e], zero]);
-    ys.push(g.op1('If', [cond], [{ name: 'then_branch', type: 'graph', value: then }, { name: 'else_branch', type: 'graph', value: otherwise }]));
+    const outs = g.op('If', [cond], [{ name: 'then_branch', type: 'graph', value: then }, { name: 'else_branch', type: 'graph', value: otherwise }], base ? 2 : 1);
+    ys.push(outs[0]);
+    if (base) was.push(outs[1]);
   }
-  return g.op1('Sum', ys);
+  const y = g.op1('Sum', ys);
+  return base ? g.op1('Add', [y, gemm(g, g.op1('Sum', was), 'base_down', [base.down], I)]) : y;
 }
 
 /** h: [1, H] -> [1, H]: router logits, the routed experts (routedExperts), the shared expert. */
@@ -438,7 +485,7 @@ function moeNodes(g: GraphBuilder, cfg: ModelConfig, w: Weights, l: number, h: s
     if (moe.shared.gated) s = g.op1('Mul', [s, g.op1('Sigmoid', [gemm(g, h, 'shared_gate', [w.get(`${p}.shared_gate.weight`).data], H)])]);
     out = g.op1('Add', [out, s]);
   }
-  return { out, format: st.kind };
+  return { out, format: formatOf(st) };
 }
 
 export interface DecodeGraph {
