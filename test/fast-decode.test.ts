@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { compress } from '../src/compress/compress.js';
 import type { ExpertFormat } from '../src/runtime/decode-graph.js';
+import { benchDecode } from '../src/runtime/bench-decode.js';
 import { FastDecoder } from '../src/runtime/fast-decoder.js';
 import { generate } from '../src/runtime/generate.js';
 import { loadModel } from '../src/runtime/load-model.js';
@@ -138,3 +139,27 @@ for (const [family, method, budget, width, codec, format] of COMPRESSED) {
     }
   });
 }
+
+test('benchDecode reports the engine, the runs and the bytes a graph step reads', async () => {
+  const { dir } = writeTinyModel(TINY_CONFIGS.mixtral, { seed: 3, dtype: 'F32' });
+  try {
+    const fast = await benchDecode(dir, { tokens: 4, prompt: 3, repeats: 2 });
+    assert.equal(fast.engine, 'graph');
+    assert.equal(fast.runs.length, 2);
+    assert.equal(fast.tokensPerSecond, Math.max(...fast.runs));
+    const m = loadModel(dir);
+    const moe = m.config.moe!;
+    // float32: everything but the embedding table and the unchosen experts, plus one embedding row
+    const all = m.weights.names().reduce((s, n) => s + m.weights.get(n).data.byteLength, 0);
+    const experts = 4 * m.config.layers.length * 3 * moe.experts * moe.intermediate * m.config.hidden;
+    const embed = 4 * m.config.vocabSize * m.config.hidden;
+    const want = all - embed - experts * (1 - moe.routing.topK / moe.experts) + 4 * m.config.hidden;
+    assert.ok(fast.bytesPerToken! >= want && fast.bytesPerToken! < want * 1.05, `${fast.bytesPerToken} bytes per token, expected about ${want}`);
+    const ts = await benchDecode(dir, { tokens: 4, prompt: [1, 2, 3], repeats: 1, fast: false });
+    assert.equal(ts.engine, 'ts');
+    assert.equal(ts.bytesPerToken, null);
+    assert.equal(ts.promptTokens, 3);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

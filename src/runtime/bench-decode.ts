@@ -3,7 +3,7 @@
  * decode steps (the prompt pass and graph building are outside the clock), best of a few repeats.
  */
 import { Rng } from '../tensor/random.js';
-import { FastDecoder, fastDecoderFor } from './fast-decoder.js';
+import { FastDecoder, fastDecoderFailure, fastDecoderFor } from './fast-decoder.js';
 import { generate } from './generate.js';
 import { loadModel } from './load-model.js';
 import { loadTokenizer } from './tokenizer.js';
@@ -77,7 +77,7 @@ export async function benchDecode(dir: string, opts: BenchDecodeOptions = {}): P
     tokens,
     promptTokens: prompt.length,
     engine: decoder ? 'graph' : 'ts',
-    fallbackReason: fast && !decoder ? FastDecoder.unsupported(engine) : null,
+    fallbackReason: fast && !decoder ? (FastDecoder.unsupported(engine) ?? fastDecoderFailure(engine)?.message ?? null) : null,
     bytesPerToken: decoder?.bytesPerToken ?? null,
     expertFormats: decoder?.expertFormats ?? null,
     runs,

@@ -39,7 +39,7 @@ const FLOAT = DataType.FLOAT;
 const INT64 = DataType.INT64;
 
 /** Initializer bytes above which the graph is not built (protobuf's 2 GiB message limit). */
-const MAX_GRAPH_BYTES = 1.8e9;
+export const MAX_GRAPH_BYTES = 1.8e9;
 
 /**
  * Why this model cannot run through the decode graph, or null when it can. Unsupported configs

@@ -7,7 +7,7 @@
 import type { InferenceSession } from 'onnxruntime-node';
 import { loadOrt, sessionOptions } from '../tensor/ort.js';
 import { attentionDims } from './attention-block.js';
-import { buildDecodeGraph, decodeGraphUnsupported, ropeFactors, type ExpertFormat } from './decode-graph.js';
+import { buildDecodeGraph, decodeGraphUnsupported, MAX_GRAPH_BYTES, ropeFactors, type ExpertFormat } from './decode-graph.js';
 import type { KVCache } from './kv-cache.js';
 import type { Transformer } from './transformer.js';
 
@@ -26,6 +26,9 @@ export class FastDecoder {
   /** Why `model` cannot use the fast path (null when it can, given ORT loads). */
   static unsupported(model: Transformer): string | null {
     if (loadOrt() === null) return 'onnxruntime-node is not available';
+    // The graph holds its own float32 copy of the weights (compressed experts: as stored).
+    const bytes = model.weights.names().reduce((s, n) => s + model.weights.get(n).data.byteLength, 0);
+    if (bytes > MAX_GRAPH_BYTES) return `${(bytes / 1e9).toFixed(1)} GB of weights exceed the ${MAX_GRAPH_BYTES / 1e9} GB a single ONNX graph holds`;
     return decodeGraphUnsupported(model.config, model.banks, model.rope);
   }
 
@@ -83,13 +86,25 @@ export class FastDecoder {
 }
 
 const decoders = new WeakMap<Transformer, Promise<FastDecoder | null>>();
+const failures = new WeakMap<Transformer, Error>();
 
-/** The model's fast decoder, built once per Transformer (null when unsupported). */
+/**
+ * The model's fast decoder, built once per Transformer; null when unsupported or when building
+ * the graph failed (the TS engine then decodes; fastDecoderFailure says why).
+ */
 export function fastDecoderFor(model: Transformer): Promise<FastDecoder | null> {
   let d = decoders.get(model);
   if (!d) {
-    d = FastDecoder.create(model);
+    d = FastDecoder.create(model).catch((e: Error) => {
+      failures.set(model, e);
+      return null;
+    });
     decoders.set(model, d);
   }
   return d;
+}
+
+/** Why building the model's fast decoder failed, if it did. */
+export function fastDecoderFailure(model: Transformer): Error | undefined {
+  return failures.get(model);
 }
