@@ -116,8 +116,9 @@ const COMPRESSED: [string, string, number, number, string, ExpertFormat][] = [
   ['mixtral', 'quant', 0.28, 64, 'q4s-g64-rtn', 'q4'], // top-K-then-softmax routing
   ['olmoe', 'quant', 0.28, 64, 'q4s-g64-rtn', 'q4'], // softmax-then-top-K, unnormalised
   ['mixtral', 'ders-quant', 0.55, 128, 'q4s-g32', 'base+q4'], // the shared base once per token + 4-bit deltas
-  ['mixtral', 'ders-quant', 0.4, 128, 'q2s-g64', 'base+q2'],
-  ['mixtral', 'ders-quant', 0.45, 128, 'q3s-g128', 'float'], // 3 bits: densified at build time
+  ['mixtral', 'ders-quant', 0.4, 128, 'q2s-g64', 'base+q4'], // 2- and 3-bit codes widened to 4 bits
+  ['mixtral', 'ders-quant', 0.45, 128, 'q3s-g128', 'base+q4'],
+  ['mixtral', 'ders-quant', 0.6, 128, 'q5s-g32', 'base+q8'],
   ['mixtral', 'ders-magnitude', 0.45, 64, '', 'float'], // sparse deltas: densified at build time
 ];
 for (const [family, method, budget, width, codec, format] of COMPRESSED) {

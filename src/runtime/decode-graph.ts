@@ -27,6 +27,7 @@ import { densifyMatrix } from '../compress/apply.js';
 import { MATRICES, matrixShape, type MatrixName } from '../compress/parts.js';
 import { codecById } from '../compress/quant/codec.js';
 import { decodeScale, readU16 } from '../compress/quant/block.js';
+import { packBits, unpackBits } from '../compress/quant/pack.js';
 import type { ModelConfig, RoutingConfig } from '../models/canonical.js';
 import { DataType, buildModel, floatTensor, type NodeSpec, type SubgraphSpec, type TensorSpec, type ValueInfo } from '../tensor/onnx-proto.js';
 import type { RopeTables } from '../tensor/rope.js';
@@ -221,9 +222,9 @@ function denseFfn(g: GraphBuilder, w: Weights, prefix: string, h: string, H: num
 
 /**
  * A layer's routed experts as the graph stores them: float32 (dense experts, and compressed formats
- * densified once at build time), or k-bit blocks for MatMulNBits when every matrix is one
- * symmetric block-quantized part (the quant baseline), optionally on top of one dense base shared
- * by the layer's experts (DeRS with quantized deltas). Blocks are repacked, not requantized: our
+ * densified once at build time), or 4/8-bit blocks for MatMulNBits when every matrix is one
+ * symmetric block-quantized part of 2-8 bits (the quant baseline), optionally on top of one dense
+ * base shared by the layer's experts (DeRS with quantized deltas). Blocks are repacked, not requantized: our
  * symmetric blocks store code q + 2^(k-1) low bits first, MatMulNBits' layout with its default
  * zero point, once the f16 scale is split out.
  */
@@ -261,29 +262,46 @@ function quantLayout(bank: CompressedExpertBank, I: number, H: number): { bits: 
       if (base && !(parts[0].kind === 'dense' && first.kind === 'dense' && parts[0].w === first.w)) return null;
       const c = codecById(q.codec);
       const inp = matrixShape(m, I, H)[1];
-      if (c.kind !== 'symmetric' || ![2, 4, 8].includes(c.bits) || c.blockSize < 16 || (c.blockSize & (c.blockSize - 1)) !== 0 || inp % c.blockSize !== 0) return null;
-      if (layout && (layout.bits !== c.bits || layout.blockSize !== c.blockSize || layout.base !== base)) return null;
-      layout = { bits: c.bits, blockSize: c.blockSize, base };
+      if (c.kind !== 'symmetric' || c.bits === 1 || c.blockSize < 16 || (c.blockSize & (c.blockSize - 1)) !== 0 || inp % c.blockSize !== 0) return null;
+      const bits = graphBits(c.bits);
+      if (layout && (layout.bits !== bits || layout.blockSize !== c.blockSize || layout.base !== base)) return null;
+      layout = { bits, blockSize: c.blockSize, base };
     }
   }
   return layout;
 }
 
+/** The graph's bit width for stored k-bit codes: 2 and 3 bits widen to 4 (MLAS's fast 4-bit kernel; 2-bit ran ~4x slower here). */
+function graphBits(k: number): number {
+  return k <= 4 ? 4 : 8;
+}
+
 /**
- * One expert matrix's symmetric blocks [out, in] -> packed codes and scales, rows written at
- * rowOf(r) of codes [*, in·bits/8] / scales [*, in/B].
+ * One expert matrix's symmetric k-bit blocks [out, in] -> codes at `bits` per value and scales,
+ * rows written at rowOf(r) of codes [*, in·bits/8] / scales [*, in/B]. Same width: the code bytes
+ * are copied. Widening (k < bits): each code q + 2^(k-1) becomes q + 2^(bits-1), so the values
+ * (and scales) are unchanged.
  */
-function repackBlocks(packed: Uint8Array, codecId: string, out: number, inp: number, codes: Uint8Array, scales: Float32Array, rowOf: (r: number) => number): void {
+function repackBlocks(packed: Uint8Array, codecId: string, out: number, inp: number, bits: number, codes: Uint8Array, scales: Float32Array, rowOf: (r: number) => number): void {
   const c = codecById(codecId);
   const B = c.blockSize;
   const nb = inp / B;
-  const blockCodes = (B * c.bits) / 8;
+  const blockCodes = (B * bits) / 8;
+  const wide = new Uint8Array(B);
+  const shift = (1 << (bits - 1)) - (1 << (c.bits - 1));
   for (let r = 0; r < out; r++) {
     const dr = rowOf(r);
     for (let j = 0; j < nb; j++) {
       const o = (r * nb + j) * c.bytesPerBlock;
       scales[dr * nb + j] = decodeScale(readU16(packed, o), c.scaleDtype);
-      codes.set(packed.subarray(o + 2, o + 2 + blockCodes), dr * nb * blockCodes + j * blockCodes);
+      const at = dr * nb * blockCodes + j * blockCodes;
+      if (c.bits === bits) {
+        codes.set(packed.subarray(o + 2, o + 2 + blockCodes), at);
+        continue;
+      }
+      unpackBits(packed, o + 2, c.bits, B, wide);
+      for (let i = 0; i < B; i++) wide[i] += shift;
+      packBits(wide, bits, codes, at);
     }
   }
 }
@@ -308,9 +326,9 @@ function expertStacks(cfg: ModelConfig, w: Weights, bank: ExpertBank, l: number)
         if (part.kind !== 'quant') throw new Error('decode graph: quantized experts must end in a quant part');
         return part;
       };
-      repackBlocks(q('gate').packed, q('gate').codec, I, H, fc1, fc1Scales, (r) => e * 2 * I + r);
-      repackBlocks(q('up').packed, q('up').codec, I, H, fc1, fc1Scales, (r) => e * 2 * I + I + r);
-      repackBlocks(q('down').packed, q('down').codec, H, I, fc2, fc2Scales, (r) => e * H + r);
+      repackBlocks(q('gate').packed, q('gate').codec, I, H, bits, fc1, fc1Scales, (r) => e * 2 * I + r);
+      repackBlocks(q('up').packed, q('up').codec, I, H, bits, fc1, fc1Scales, (r) => e * 2 * I + I + r);
+      repackBlocks(q('down').packed, q('down').codec, H, I, bits, fc2, fc2Scales, (r) => e * H + r);
     }
     const dense = (m: MatrixName) => {
       const part = bank.parts(0, m)[0];
