@@ -97,6 +97,29 @@ test('string attributes and com.microsoft domain nodes are accepted', { skip: !h
   for (let i = 0; i < 5; i++) assert.ok(Math.abs(y.data[i] - want[i]) < 1e-5 * Math.max(1, Math.abs(want[i])), `y[${i}]`);
 });
 
+test('If with subgraph attributes: each branch reads outer values and its own initializers', { skip: !hasOrt && 'onnxruntime-node unavailable' }, async () => {
+  // y = x * 3 when c > 0, else x - 1: the then-branch multiplies by its own initializer.
+  const bytes = buildModel({
+    inputs: [{ name: 'x', elemType: F, dims: [2] }, { name: 'c', elemType: F, dims: [1] }],
+    outputs: [{ name: 'y', elemType: F, dims: [2] }],
+    nodes: [
+      { opType: 'Greater', inputs: ['c', 'zero'], outputs: ['cond'] },
+      {
+        opType: 'If', inputs: ['cond'], outputs: ['y'],
+        attributes: [
+          { name: 'then_branch', type: 'graph', value: { name: 'then', outputs: [{ name: 't', elemType: F, dims: [2] }], initializers: [floatTensor('three', [], Float32Array.of(3))], nodes: [{ opType: 'Mul', inputs: ['x', 'three'], outputs: ['t'] }] } },
+          { name: 'else_branch', type: 'graph', value: { name: 'else', outputs: [{ name: 'e', elemType: F, dims: [2] }], nodes: [{ opType: 'Sub', inputs: ['x', 'one'], outputs: ['e'] }] } },
+        ],
+      },
+    ],
+    initializers: [floatTensor('zero', [], Float32Array.of(0)), floatTensor('one', [], Float32Array.of(1))],
+  });
+  const session = await cachedSession('test/onnx-proto/if', () => bytes);
+  const x = { data: new Float32Array([2, -5]), dims: [2] };
+  assert.deepEqual([...(await runF32(session, { x, c: { data: Float32Array.of(1), dims: [1] } })).y.data], [6, -15]);
+  assert.deepEqual([...(await runF32(session, { x, c: { data: Float32Array.of(-1), dims: [1] } })).y.data], [1, -6]);
+});
+
 test('cachedSession builds each key once', { skip: !hasOrt && 'onnxruntime-node unavailable' }, async () => {
   let builds = 0;
   const build = () => {

@@ -1,4 +1,5 @@
 /** moepress generate MODEL --prompt TEXT [--max-tokens N] [--temperature T] [--top-p P] [--seed S] [--top-k K] [--json] */
+import { fastDecoderFor } from '../runtime/fast-decoder.js';
 import { generate } from '../runtime/generate.js';
 import { loadModel } from '../runtime/load-model.js';
 import { loadTokenizer } from '../runtime/tokenizer.js';
@@ -25,6 +26,8 @@ export async function generateCommand(argv: string[]): Promise<void> {
   const prompt = tok.encode(p.req('prompt'));
   if (prompt.length === 0) throw new UsageError('--prompt must not be empty');
   const engine = new Transformer(model.config, model.weights, model.banks);
+  // Build the one-graph decoder (when the model supports it) before the clock starts.
+  await fastDecoderFor(engine);
   const ids: number[] = [];
   let printed = '';
   const t0 = performance.now();

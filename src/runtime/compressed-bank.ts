@@ -33,6 +33,11 @@ export class CompressedExpertBank implements ExpertBank {
     this.residentBytes = this.experts.reduce((s, e) => s + MATRICES.reduce((t, m) => t + preparedBytes(e[m], seen), 0), 0);
   }
 
+  /** Expert e's matrix m as decoded parts (read-only: the decode graph repacks them). */
+  parts(e: number, m: MatrixName): readonly PreparedPart[] {
+    return this.experts[e][m];
+  }
+
   /** x: [n, H] -> [n, H]; scaling (compressed experts) multiplies the gate / up inputs and the intermediate. */
   async run(e: number, x: Float32Array, n: number, scaling?: ExpertScaling): Promise<Float32Array> {
     const { I, H } = this;

@@ -1,5 +1,6 @@
 /** Token generation with a KV cache: greedy or temperature sampling (optionally top-p), seeded. */
 import { Rng } from '../tensor/random.js';
+import { fastDecoderFor } from './fast-decoder.js';
 import type { RunOptions, Transformer } from './transformer.js';
 
 export interface GenerateOptions extends RunOptions {
@@ -10,6 +11,11 @@ export interface GenerateOptions extends RunOptions {
   seed?: number;
   /** Stop at this token id (not emitted). */
   stopToken?: number | null;
+  /**
+   * Decode through one ORT graph per token (fast-decoder.ts) when the model supports it; false
+   * keeps the TS engine throughout. Routing overrides (topK, observe) always use the TS engine.
+   */
+  fast?: boolean;
 }
 
 /** Pick the next token from logits: [V]. */
@@ -39,11 +45,18 @@ export async function* generate(model: Transformer, prompt: number[], opts: Gene
   const cache = model.newCache(Math.min(model.config.maxPositions, prompt.length + opts.maxTokens));
   const rng = new Rng(opts.seed ?? 0);
   const H = model.config.hidden;
+  const overridden = (opts.topK !== undefined && opts.topK !== model.config.moe?.routing.topK) || opts.observe !== undefined;
+  const fast = opts.fast !== false && !overridden ? await fastDecoderFor(model) : null;
   let input = prompt;
   for (let n = 0; n < opts.maxTokens; n++) {
-    const hidden = await model.hidden(input, 1, input.length, cache, opts);
-    // Only the last position's logits are needed.
-    const logits = await model.logitsFromHidden(hidden.subarray((input.length - 1) * H), 1);
+    let logits: Float32Array;
+    if (fast && input.length === 1 && fast.canStep(cache.length)) logits = await fast.step(input[0], cache);
+    else {
+      // The prompt (and any step the graph cannot take) runs through the TS engine.
+      const hidden = await model.hidden(input, 1, input.length, cache, opts);
+      // Only the last position's logits are needed.
+      logits = await model.logitsFromHidden(hidden.subarray((input.length - 1) * H), 1);
+    }
     const next = sample(logits, opts.temperature ?? 0, opts.topP ?? 1, rng);
     if (opts.stopToken != null && next === opts.stopToken) return;
     yield next;

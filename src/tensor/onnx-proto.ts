@@ -156,7 +156,16 @@ export type Attribute =
   | { name: string; type: 'ints'; value: readonly number[] }
   | { name: string; type: 'floats'; value: readonly number[] }
   | { name: string; type: 'string'; value: string }
-  | { name: string; type: 'tensor'; value: TensorSpec };
+  | { name: string; type: 'tensor'; value: TensorSpec }
+  /** A subgraph (If's then/else branches): it may read values of the enclosing graph by name. */
+  | { name: string; type: 'graph'; value: SubgraphSpec };
+
+export interface SubgraphSpec {
+  nodes: readonly NodeSpec[];
+  outputs: readonly ValueInfo[];
+  initializers?: readonly TensorSpec[];
+  name: string;
+}
 
 export interface NodeSpec {
   opType: string;
@@ -190,7 +199,7 @@ export const DEFAULT_OPSETS: readonly OpsetImport[] = [
 ];
 
 // AttributeProto.AttributeType values.
-const ATTR_TYPE = { float: 1, int: 2, string: 3, tensor: 4, floats: 6, ints: 7 } as const;
+const ATTR_TYPE = { float: 1, int: 2, string: 3, tensor: 4, graph: 5, floats: 6, ints: 7 } as const;
 
 // ---------------------------------------------------------------------------------------------
 // Message encoders (field numbers from onnx.proto in comments)
@@ -220,6 +229,9 @@ function encodeAttribute(a: Attribute): ProtoWriter {
       break;
     case 'tensor':
       w.messageField(5, encodeTensor(a.value)); // t = 5
+      break;
+    case 'graph':
+      w.messageField(6, encodeGraph({ inputs: [], outputs: a.value.outputs, nodes: a.value.nodes, initializers: a.value.initializers, graphName: a.value.name })); // g = 6
       break;
     case 'floats':
       w.packedFloatsField(7, a.value); // floats = 7
