@@ -20,6 +20,8 @@ commands:
   analyze MODEL [--base-from DENSE_DIR]        expert similarity and the compression family to use
        [--layers 0,2-5] [--seed S] [--align-iters N] [--json]
   restore DIR --out DENSE_DIR [--dtype bf16|f16|f32]  a plain hub-layout checkpoint again
+  export MODEL --gguf OUT.gguf [--dtype f32|f16]  one GGUF file for llama.cpp (llama/mistral,
+       [--overwrite] [--json]                  mixtral)
   finetune MOE --out DIR --compressed-experts m   compressed experts: per token, replace the m
        --text FILE --steps N                   lowest-weighted of the top-k by trained vectors
        [--train ce|ce+router|all] [--loss next-token|distill] [--lr X] [--model-lr X]
@@ -48,6 +50,7 @@ const commands: Record<string, () => Promise<(argv: string[]) => Promise<void>>>
   compress: async () => (await import('./compress.js')).compressCommand,
   analyze: async () => (await import('./analyze.js')).analyzeCommand,
   restore: async () => (await import('./restore.js')).restoreCommand,
+  export: async () => (await import('./export.js')).exportCommand,
   finetune: async () => (await import('./finetune.js')).finetuneCommand,
   upcycle: async () => (await import('./upcycle.js')).upcycleCommand,
   'bench-quality': async () => (await import('./bench-quality.js')).benchQualityCommand,
