@@ -7,7 +7,7 @@ import { test } from 'node:test';
 import { MoepressError } from '../src/io/errors.js';
 import { exportGguf } from '../src/export/export-gguf.js';
 import { GGUF_MAGIC, kv, type GgufKV, type GgufTensorSpec } from '../src/export/gguf-format.js';
-import { permuteQK, unpermuteQK } from '../src/export/gguf-llama.js';
+import { permuteQK, unpermuteQK } from '../src/export/gguf-mapping.js';
 import { readGguf, readGgufTensor } from '../src/export/gguf-reader.js';
 import { TOKEN_TYPE } from '../src/export/gguf-tokenizer.js';
 import { encodeGgufHeader, GgufWriter } from '../src/export/gguf-writer.js';
@@ -245,11 +245,26 @@ test('export --gguf caps the context at a sliding window and refuses what llama 
   const out = join(tmp(), 'm.gguf');
   exportGguf(m.dir, out);
   assert.equal(readGguf(out).metadata.get('llama.context_length'), 6);
-  const o = writeTinyModel(TINY_CONFIGS.olmoe, { seed: 2 });
-  writeTokenizer(o.dir);
-  expectError(() => exportGguf(o.dir, join(tmp(), 'o.gguf')), /config\.json: cannot export to GGUF: family 'olmoe' has no GGUF mapping/);
+  const q = writeTinyModel(TINY_CONFIGS.qwen3_moe, { seed: 2 });
+  writeTokenizer(q.dir);
+  expectError(() => exportGguf(q.dir, join(tmp(), 'q.gguf')), /config\.json: cannot export to GGUF: family 'qwen3-moe' has no GGUF mapping/);
   const n = writeTinyModel(TINY_CONFIGS.llama, { seed: 2 });
   expectError(() => exportGguf(n.dir, join(tmp(), 'n.gguf')), /tokenizer\.json: tokenizer\.json not found/);
+});
+
+test('export --gguf, olmoe: olmoe keys, full-width q/k norms, Q/K not permuted (NEOX RoPE)', () => {
+  const { dir, weights } = writeTinyModel(TINY_CONFIGS.olmoe, { seed: 7 });
+  writeTokenizer(dir);
+  const out = join(tmp(), 'o.gguf');
+  assert.equal(exportGguf(dir, out).architecture, 'olmoe');
+  const g = readGguf(out);
+  assert.equal(g.metadata.get('general.architecture'), 'olmoe');
+  assert.equal(g.metadata.get('olmoe.expert_count'), 4);
+  assert.equal(g.metadata.get('olmoe.expert_used_count'), 2);
+  assert.equal(g.metadata.has('llama.block_count'), false);
+  assert.deepEqual(g.tensors.find((t) => t.name === 'blk.0.attn_q_norm.weight')!.shape, [32]);
+  assert.deepEqual(readGgufTensor(g, 'blk.1.attn_k_norm.weight'), weights.get('layers.1.attn.k_norm.weight')!.data);
+  assert.deepEqual(readGgufTensor(g, 'blk.1.attn_q.weight'), weights.get('layers.1.attn.q.weight')!.data);
 });
 
 test('compareLogProbs: zero for the same distribution, the shift when one differs, argmax and missing positions', () => {

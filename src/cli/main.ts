@@ -21,7 +21,7 @@ commands:
        [--layers 0,2-5] [--seed S] [--align-iters N] [--json]
   restore DIR --out DENSE_DIR [--dtype bf16|f16|f32]  a plain hub-layout checkpoint again
   export MODEL --gguf OUT.gguf [--dtype f32|f16]  one GGUF file for llama.cpp (llama/mistral,
-       [--overwrite] [--json]                  mixtral)
+       [--overwrite] [--json]                  mixtral, olmoe)
   finetune MOE --out DIR --compressed-experts m   compressed experts: per token, replace the m
        --text FILE --steps N                   lowest-weighted of the top-k by trained vectors
        [--train ce|ce+router|all] [--loss next-token|distill] [--lr X] [--model-lr X]
@@ -33,7 +33,9 @@ commands:
        --steps N [--lr 1e-4] [--warmup N] [--batch 8] [--seq 256] [--accumulate 1]
        [--seed 0] [--checkpoint-every 50] [--aux-coef 0.01] [--dtype bf16|f16|f32]
        [--resume] [--overwrite] [--json]
-  bench [--json] [--quick]                     kernel and engine speed on this machine
+  bench [--json] [--quick] [--threads 1,2]     every speed figure in one run: GEMM, eval, decode vs
+       [--sections gemm,engines,decode,scale]  llama.cpp (bench/llama-cpp package), compressing a
+       [--scale-methods …]                     real-size layer; null + reason for what cannot run
   bench --scale [--methods …] [--budget B]     compress a real-size synthetic Mixtral-8x7B layer: time,
        [--experts random|upcycled|permuted]    peak RSS, GEMM / assignment / I/O split, floors,
        [--align-iters N] [--json]              extrapolation to 32 layers

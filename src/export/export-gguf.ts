@@ -10,7 +10,7 @@ import { openModel, readChecked } from '../runtime/load-model.js';
 import { toFloat32 } from '../tensor/convert.js';
 import type { ProgressFn } from '../progress.js';
 import type { GgufTensorType } from './gguf-format.js';
-import { llamaGgufPlan } from './gguf-llama.js';
+import { ggufPlan } from './gguf-mapping.js';
 import { tokenizerKvs } from './gguf-tokenizer.js';
 import { GgufWriter, tensorByteLength } from './gguf-writer.js';
 
@@ -32,7 +32,7 @@ export function exportGguf(dir: string, out: string, opts: ExportGgufOptions = {
   if (isCompressedDir(dir)) throw new MoepressError('a moepress compressed checkpoint cannot be exported to GGUF; run `moepress restore` to a dense checkpoint first', { file: dir });
   const { config, arch, checkpoint } = openModel(dir);
   const entries = new Map(arch.canonicalEntries(config, (n) => checkpoint.has(n)).map((e) => [e.name, e]));
-  const plan = llamaGgufPlan(config, basename(dir), opts.dtype ?? 'F32', (n) => entries.has(n), `${dir}/config.json`);
+  const plan = ggufPlan(config, basename(dir), opts.dtype ?? 'F32', (n) => entries.has(n), `${dir}/config.json`);
   const kvs = [...plan.kvs, ...tokenizerKvs(dir, config)];
   const writer = new GgufWriter(out, kvs, plan.tensors);
   try {
@@ -53,5 +53,5 @@ export function exportGguf(dir: string, out: string, opts: ExportGgufOptions = {
     throw e;
   }
   const dataBytes = plan.tensors.reduce((s, t) => s + tensorByteLength(t), 0);
-  return { file: out, architecture: 'llama', tensors: plan.tensors.length, dataBytes, seconds: (performance.now() - t0) / 1000 };
+  return { file: out, architecture: plan.arch, tensors: plan.tensors.length, dataBytes, seconds: (performance.now() - t0) / 1000 };
 }

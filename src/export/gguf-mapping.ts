@@ -1,6 +1,7 @@
 /**
- * Canonical model -> llama.cpp's "llama" architecture (convert_hf_to_gguf.py LlamaModel, which
- * also converts Mistral and Mixtral): metadata keys, tensor names and the Q/K row permutation.
+ * Canonical model -> llama.cpp architectures: "llama" (convert_hf_to_gguf.py LlamaModel, which also
+ * converts Mistral and Mixtral) and "olmoe" (OlmoeModel): metadata keys, tensor names and, for
+ * llama, the Q/K row permutation.
  *
  * RoPE: transformers rotates the halves [x_0..x_{D/2-1}] and [x_{D/2}..x_{D-1}] of each head
  * (rotate_half); llama.cpp's llama architecture rotates adjacent pairs (x_{2i}, x_{2i+1}). The
@@ -12,6 +13,10 @@
  * attn_norm, attn_q/k/v/output (+ .bias), ffn_norm, ffn_gate/up/down (dense FFN),
  * ffn_gate_inp (router, kept F32 like the converter), ffn_gate_exps/ffn_up_exps [E,I,H],
  * ffn_down_exps [E,H,I] (experts stacked; ggml ne is the reverse).
+ *
+ * olmoe: the same names plus attn_q_norm [NH*D] / attn_k_norm [NKV*D] (RMSNorm over the whole
+ * projection, before the head split); llama.cpp runs it with NEOX RoPE, which is rotate_half, so
+ * q and k are not permuted; it does not renormalise the top-k weights (norm_topk_prob false).
  */
 import { MoepressError } from '../io/errors.js';
 import type { ModelConfig } from '../models/canonical.js';
@@ -64,23 +69,31 @@ export function unpermuteQK(x: Float32Array, nHead: number, C: number): Float32A
   return out;
 }
 
-/** Why this config cannot be written as llama-architecture GGUF, or null when it can. */
-function unsupported(cfg: ModelConfig): string | null {
+export type GgufArch = 'llama' | 'olmoe';
+
+/** The llama.cpp architecture for this config, or why there is none. */
+function ggufArch(cfg: ModelConfig): GgufArch | { why: string } {
   const a = cfg.attention;
-  if (cfg.family !== 'dense' && cfg.family !== 'mixtral') return `family '${cfg.family}' has no GGUF mapping here (supported: llama/mistral dense models and mixtral)`;
-  if (cfg.family === 'dense' && cfg.modelType === 'qwen2') return "model_type 'qwen2' maps to llama.cpp's qwen2 architecture, which is not written here";
-  if (cfg.norm !== 'rms') return 'LayerNorm models are not llama architecture';
-  if (a.mla || a.qkNorm !== 'none' || a.sinks || a.clipQkv) return 'attention has MLA, q/k norms, sinks or clip_qkv, which the llama architecture lacks';
-  if (Math.abs(a.scale - 1 / Math.sqrt(a.headDim)) > 1e-6 / Math.sqrt(a.headDim)) return `attention scale ${a.scale} is not 1/sqrt(head_dim)`;
-  if (cfg.rope.style !== 'half' || cfg.rope.dim !== a.headDim) return 'RoPE must be rotate_half over the whole head';
-  if (cfg.rope.scaling.type !== 'default' && cfg.rope.scaling.type !== 'linear') return `rope scaling '${cfg.rope.scaling.type}' is not written here`;
-  if (cfg.lmHeadBias) return 'lm_head bias is not part of the llama architecture';
   const m = cfg.moe;
-  if (m && (m.shared || m.expertBias || m.routerBias || m.activation !== 'swiglu' || m.routing.kind !== 'softmax-topk' || !m.routing.normTopK || m.routing.scale !== 1 || m.routing.nGroup > 1)) {
-    return 'the MoE block must be Mixtral-style (softmax, top-k, renormalised, no shared experts or biases)';
+  const arch: GgufArch | null = cfg.family === 'olmoe' ? 'olmoe' : (cfg.family === 'dense' && cfg.modelType !== 'qwen2') || cfg.family === 'mixtral' ? 'llama' : null;
+  if (!arch) {
+    if (cfg.modelType === 'qwen2') return { why: "model_type 'qwen2' maps to llama.cpp's qwen2 architecture, which is not written here" };
+    return { why: `family '${cfg.family}' has no GGUF mapping here (supported: llama/mistral dense models, mixtral, olmoe)` };
   }
-  if (cfg.layers.some((l) => l.ffn !== (m ? 'moe' : 'dense'))) return 'mixed dense and MoE layers are not llama architecture';
-  return null;
+  if (cfg.norm !== 'rms') return { why: 'LayerNorm models are not supported' };
+  if (a.mla || a.sinks || a.clipQkv) return { why: 'attention has MLA, sinks or clip_qkv, which llama.cpp\'s llama/olmoe graphs lack' };
+  if (a.qkNorm !== (arch === 'olmoe' ? 'full' : 'none')) return { why: `q/k norm '${a.qkNorm}' does not match llama.cpp's ${arch} architecture` };
+  if (arch === 'olmoe' && (a.qkvBias || a.oBias || a.kvHeads !== a.heads)) return { why: 'olmoe export needs no attention biases and as many key/value heads as query heads' };
+  if (Math.abs(a.scale - 1 / Math.sqrt(a.headDim)) > 1e-6 / Math.sqrt(a.headDim)) return { why: `attention scale ${a.scale} is not 1/sqrt(head_dim)` };
+  if (cfg.rope.style !== 'half' || cfg.rope.dim !== a.headDim) return { why: 'RoPE must be rotate_half over the whole head' };
+  if (cfg.rope.scaling.type !== 'default' && cfg.rope.scaling.type !== 'linear') return { why: `rope scaling '${cfg.rope.scaling.type}' is not written here` };
+  if (cfg.lmHeadBias) return { why: 'lm_head bias is not supported' };
+  // llama.cpp renormalises the top-k weights for llama (Mixtral) and not for olmoe.
+  if (m && (m.shared || m.expertBias || m.routerBias || m.activation !== 'swiglu' || m.routing.kind !== 'softmax-topk' || m.routing.normTopK !== (arch === 'llama') || m.routing.scale !== 1 || m.routing.nGroup > 1)) {
+    return { why: `the MoE block must be ${arch === 'llama' ? 'Mixtral' : 'OLMoE'}-style (softmax, top-k, ${arch === 'llama' ? '' : 'not '}renormalised, no shared experts or biases)` };
+  }
+  if (cfg.layers.some((l) => l.ffn !== (m ? 'moe' : 'dense'))) return { why: 'mixed dense and MoE layers are not supported' };
+  return arch;
 }
 
 /**
@@ -93,13 +106,12 @@ function contextLength(cfg: ModelConfig): number {
   return Math.min(cfg.maxPositions, ...windows);
 }
 
-export function llamaGgufPlan(cfg: ModelConfig, name: string, dtype: GgufTensorType, has: (canonical: string) => boolean, file: string): { kvs: GgufKV[]; tensors: GgufTensorPlan[] } {
-  const why = unsupported(cfg);
-  if (why) throw new MoepressError(`cannot export to GGUF: ${why}`, { file });
+export function ggufPlan(cfg: ModelConfig, name: string, dtype: GgufTensorType, has: (canonical: string) => boolean, file: string): { arch: GgufArch; kvs: GgufKV[]; tensors: GgufTensorPlan[] } {
+  const arch = ggufArch(cfg);
+  if (typeof arch !== 'string') throw new MoepressError(`cannot export to GGUF: ${arch.why}`, { file });
   const a = cfg.attention;
   const H = cfg.hidden;
   const m = cfg.moe;
-  const arch = 'llama';
   const kvs: GgufKV[] = [
     kv.str('general.architecture', arch),
     kv.str('general.type', 'model'),
@@ -120,7 +132,7 @@ export function llamaGgufPlan(cfg: ModelConfig, name: string, dtype: GgufTensorT
   if (cfg.rope.scaling.type === 'linear') {
     kvs.push(kv.str(`${arch}.rope.scaling.type`, 'linear'), kv.f32(`${arch}.rope.scaling.factor`, cfg.rope.scaling.factor));
   }
-  if (m) kvs.push(kv.u32(`${arch}.expert_count`, m.experts), kv.u32(`${arch}.expert_used_count`, m.routing.topK));
+  if (m) kvs.push(kv.u32(`${arch}.expert_count`, m.experts), kv.u32(`${arch}.expert_used_count`, m.routing.topK), kv.u32(`${arch}.expert_feed_forward_length`, m.intermediate));
   kvs.push(kv.u32('general.file_type', FILE_TYPE[dtype]), kv.u32('general.quantization_version', 2));
 
   const tensors: GgufTensorPlan[] = [];
@@ -135,16 +147,22 @@ export function llamaGgufPlan(cfg: ModelConfig, name: string, dtype: GgufTensorT
     const p = `layers.${l}.`;
     const b = `blk.${l}.`;
     add(b + 'attn_norm.weight', p + 'attn_norm.weight', [H]);
-    add(b + 'attn_q.weight', p + 'attn.q.weight', [a.heads * D, H], { transform: (x) => permuteQK(x, a.heads, H) });
-    add(b + 'attn_k.weight', p + 'attn.k.weight', [a.kvHeads * D, H], { transform: (x) => permuteQK(x, a.kvHeads, H) });
+    // llama's adjacent-pair RoPE needs the permutation; olmoe's NEOX RoPE is rotate_half already.
+    const perm = (n: number, C: number) => (arch === 'llama' ? { transform: (x: Float32Array) => permuteQK(x, n, C) } : {});
+    add(b + 'attn_q.weight', p + 'attn.q.weight', [a.heads * D, H], perm(a.heads, H));
+    add(b + 'attn_k.weight', p + 'attn.k.weight', [a.kvHeads * D, H], perm(a.kvHeads, H));
     add(b + 'attn_v.weight', p + 'attn.v.weight', [a.kvHeads * D, H]);
     add(b + 'attn_output.weight', p + 'attn.o.weight', [H, a.heads * D]);
     if (a.qkvBias) {
-      add(b + 'attn_q.bias', p + 'attn.q.bias', [a.heads * D], { transform: (x) => permuteQK(x, a.heads, 1) });
-      add(b + 'attn_k.bias', p + 'attn.k.bias', [a.kvHeads * D], { transform: (x) => permuteQK(x, a.kvHeads, 1) });
+      add(b + 'attn_q.bias', p + 'attn.q.bias', [a.heads * D], perm(a.heads, 1));
+      add(b + 'attn_k.bias', p + 'attn.k.bias', [a.kvHeads * D], perm(a.kvHeads, 1));
       add(b + 'attn_v.bias', p + 'attn.v.bias', [a.kvHeads * D]);
     }
     if (a.oBias) add(b + 'attn_output.bias', p + 'attn.o.bias', [H]);
+    if (a.qkNorm === 'full') {
+      add(b + 'attn_q_norm.weight', p + 'attn.q_norm.weight', [a.heads * D]);
+      add(b + 'attn_k_norm.weight', p + 'attn.k_norm.weight', [a.kvHeads * D]);
+    }
     add(b + 'ffn_norm.weight', p + 'ffn_norm.weight', [H]);
     if (m) {
       const { experts: E, intermediate: I } = m;
@@ -162,5 +180,5 @@ export function llamaGgufPlan(cfg: ModelConfig, name: string, dtype: GgufTensorT
   add('output_norm.weight', 'norm.weight', [H]);
   // Tied embeddings: no output tensor; llama.cpp then uses token_embd for the LM head.
   if (!cfg.tieEmbeddings && has('lm_head')) add('output.weight', 'lm_head', [V, H]);
-  return { kvs, tensors };
+  return { arch, kvs, tensors };
 }
