@@ -34,8 +34,9 @@ commands:
        [--seed 0] [--checkpoint-every 50] [--aux-coef 0.01] [--dtype bf16|f16|f32]
        [--resume] [--overwrite] [--json]
   bench [--json] [--quick] [--threads 1,2]     every speed figure in one run: GEMM, eval, decode vs
-       [--sections gemm,engines,decode,scale]  llama.cpp (bench/llama-cpp package), compressing a
-       [--scale-methods …]                     real-size layer; null + reason for what cannot run
+       [--sections gemm,engines,decode,gguf,scale]  llama.cpp (bench/llama-cpp package), GGUF
+       [--scale-methods …]                     checks, compressing a real-size layer; null + reason
+                                              for whatever cannot run
   bench --scale [--methods …] [--budget B]     compress a real-size synthetic Mixtral-8x7B layer: time,
        [--experts random|upcycled|permuted]    peak RSS, GEMM / assignment / I/O split, floors,
        [--align-iters N] [--json]              extrapolation to 32 layers
