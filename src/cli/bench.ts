@@ -48,11 +48,12 @@ export async function benchCommand(argv: string[]): Promise<void> {
   const sections: Record<string, unknown> = {};
   const texts: string[] = [];
   for (const s of SECTIONS) {
-    const r = only && !only.includes(s.name) ? skipped(s.keys, `section '${s.name}' not selected (--sections)`) : await s.run(ctx);
+    const selected = !only || only.includes(s.name);
+    const r = selected ? await s.run(ctx) : skipped(s.keys, `section '${s.name}' not selected (--sections)`);
     Object.assign(summary, r.summary);
     Object.assign(unavailable, r.unavailable ?? {});
     sections[s.name] = r.detail;
-    texts.push(r.text);
+    if (selected) texts.push(r.text);
   }
   progress.end();
   if (json) {
