@@ -1,63 +1,65 @@
 /**
- * moepress bench [--json] [--quick]: kernel GFLOP/s and engine tokens/s on this machine, side by side.
- * moepress bench --scale [...]: compressing a real-size synthetic MoE layer (see bench-scale.ts).
+ * moepress bench [--json] [--quick] [--threads 1,2] [--scale-methods resmoe-prune,ders-quant]
+ *   [--sections gemm,engines,decode,gguf,scale]: every
+ * speed figure on this machine in one run, as one JSON object (headline keys at the top level, null
+ * with a reason under `unavailable` when not measured, details under `sections`) or as tables.
+ * moepress bench --scale [...]: only the real-size compression bench (see bench-scale.ts).
  */
-import { existsSync } from 'node:fs';
-import { basename } from 'node:path';
-import { resolve } from 'node:path';
 import os from 'node:os';
-import { benchGemm } from '../tensor/gemm-bench.js';
-import { loadModel } from '../runtime/load-model.js';
-import { perplexity } from '../runtime/perplexity.js';
-import { loadTokenizer } from '../runtime/tokenizer.js';
-import { Transformer } from '../runtime/transformer.js';
-import { generate } from '../runtime/generate.js';
-import { parse } from './args.js';
-import { grid } from './format.js';
-import { readText } from './eval.js';
+import { resolve } from 'node:path';
+import { parse, UsageError } from './args.js';
+import { decodeSection } from './bench-decode.js';
+import { ggufSection } from './bench-gguf.js';
+import { skipped, type BenchContext, type BenchSection } from './bench-section.js';
+import { engineSection, gemmSection, scaleSection } from './bench-sections.js';
+import { progressRenderer } from './progress.js';
 
-interface EngineResult {
-  fixture: string;
-  evalTokensPerSecond: number;
-  evalWindows: number;
-  perplexity: number;
-  decodeTokensPerSecond: number;
-}
+/**
+ * The sections, in the order they run. To add a measurement (e.g. a training bench), append a
+ * BenchSection here; its summary keys join the top-level JSON object.
+ */
+export const SECTIONS: BenchSection[] = [gemmSection, engineSection, decodeSection, ggufSection, scaleSection];
 
-async function benchEngine(dir: string, text: string, windows: number): Promise<EngineResult> {
-  const m = loadModel(dir);
-  const engine = new Transformer(m.config, m.weights, m.banks);
-  const ids = loadTokenizer(dir).encode(text);
-  const r = await perplexity(engine, ids, { windows });
-  const t0 = performance.now();
-  let n = 0;
-  for await (const _ of generate(engine, ids.slice(0, 16), { maxTokens: 32 })) n++;
-  return { fixture: basename(dir), evalTokensPerSecond: r.tokensPerSecond, evalWindows: r.windows, perplexity: r.perplexity, decodeTokensPerSecond: n / ((performance.now() - t0) / 1000) };
+function threadList(s: string): number[] {
+  const t = s.split(',').map((x) => Number(x.trim()));
+  if (!t.length || !t.every((x) => Number.isInteger(x) && x > 0)) throw new UsageError(`--threads expects positive integers separated by commas, got '${s}'`);
+  return t;
 }
 
 export async function benchCommand(argv: string[]): Promise<void> {
   if (argv.includes('--scale')) return (await import('./bench-scale.js')).benchScaleCommand(argv);
-  const p = parse(argv, { json: { type: 'boolean' }, quick: { type: 'boolean' }, shared: { type: 'string' } });
-  const quick = p.flag('quick');
-  const shared = resolve(p.str('shared') ?? '../shared');
-  const gemm = await benchGemm({ seconds: quick ? 0.2 : 1 });
-  const engines: EngineResult[] = [];
-  const textFile = resolve(shared, 'corpus/test.txt');
-  if (existsSync(textFile)) {
-    const text = readText(textFile);
-    for (const f of ['mixtral', 'olmoe', 'dense']) {
-      const dir = resolve(shared, 'fixtures', f);
-      if (existsSync(dir)) engines.push(await benchEngine(dir, text, quick ? 4 : 16));
-    }
+  const spec = { json: { type: 'boolean' }, quick: { type: 'boolean' }, shared: { type: 'string' }, threads: { type: 'string' }, 'scale-methods': { type: 'string' }, sections: { type: 'string' } } as const;
+  const p = parse(argv, spec);
+  const json = p.flag('json');
+  const only = p.str('sections')?.split(',').map((x) => x.trim()).filter(Boolean);
+  const unknown = only?.filter((n) => !SECTIONS.some((s) => s.name === n)) ?? [];
+  if (unknown.length) throw new UsageError(`--sections: unknown section(s) ${unknown.join(', ')} (known: ${SECTIONS.map((s) => s.name).join(', ')})`);
+  const progress = progressRenderer(json);
+  const ctx: BenchContext = {
+    quick: p.flag('quick'),
+    shared: resolve(p.str('shared') ?? '../shared'),
+    threads: threadList(p.str('threads') ?? '1,2'),
+    onProgress: progress,
+    options: { 'scale-methods': p.str('scale-methods') },
+  };
+  const machine = { cpus: os.cpus().length, cpu: os.cpus()[0]?.model ?? 'unknown', memoryBytes: os.totalmem(), node: process.version, platform: `${process.platform}-${process.arch}`, loadAverage: os.loadavg() };
+  const summary: Record<string, number | boolean | null> = {};
+  const unavailable: Record<string, string> = {};
+  const sections: Record<string, unknown> = {};
+  const texts: string[] = [];
+  for (const s of SECTIONS) {
+    const selected = !only || only.includes(s.name);
+    const r = selected ? await s.run(ctx) : skipped(s.keys, `section '${s.name}' not selected (--sections)`);
+    Object.assign(summary, r.summary);
+    Object.assign(unavailable, r.unavailable ?? {});
+    sections[s.name] = r.detail;
+    if (selected) texts.push(r.text);
   }
-  const machine = { cpus: os.cpus().length, cpu: os.cpus()[0]?.model ?? 'unknown', memoryBytes: os.totalmem(), node: process.version };
-  if (p.flag('json')) {
-    process.stdout.write(JSON.stringify({ machine, gemm, engines }, null, 2) + '\n');
+  progress.end();
+  if (json) {
+    process.stdout.write(JSON.stringify({ machine, ...summary, unavailable, sections }, null, 2) + '\n');
     return;
   }
-  process.stdout.write(`machine: ${machine.cpu}, ${machine.cpus} cores, ${(machine.memoryBytes / 2 ** 30).toFixed(0)} GiB, Node ${machine.node}\n\n`);
-  process.stdout.write(grid(['GEMM backend', 'M', 'N', 'K', 'GFLOP/s', 'ms/call'], gemm.map((g) => [g.backend, String(g.M), String(g.N), String(g.K), g.gflops.toFixed(1), g.msPerCall.toFixed(3)])) + '\n\n');
-  if (engines.length) {
-    process.stdout.write(grid(['fixture', 'eval tokens/s', 'windows', 'perplexity', 'decode tokens/s'], engines.map((e) => [e.fixture, e.evalTokensPerSecond.toFixed(0), String(e.evalWindows), e.perplexity.toFixed(3), e.decodeTokensPerSecond.toFixed(1)])) + '\n');
-  }
+  process.stdout.write(`machine: ${machine.cpu}, ${machine.cpus} cores, ${(machine.memoryBytes / 2 ** 30).toFixed(0)} GiB, Node ${machine.node}, load average ${machine.loadAverage[0].toFixed(1)}\n\n`);
+  process.stdout.write(texts.join('\n'));
 }

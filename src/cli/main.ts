@@ -22,6 +22,8 @@ commands:
   analyze MODEL [--base-from DENSE_DIR]        expert similarity and the compression family to use
        [--layers 0,2-5] [--seed S] [--align-iters N] [--json]
   restore DIR --out DENSE_DIR [--dtype bf16|f16|f32]  a plain hub-layout checkpoint again
+  export MODEL --gguf OUT.gguf [--dtype f32|f16]  one GGUF file for llama.cpp (llama/mistral,
+       [--overwrite] [--json]                  mixtral, olmoe)
   finetune MOE --out DIR --compressed-experts m   compressed experts: per token, replace the m
        --text FILE --steps N                   lowest-weighted of the top-k by trained vectors
        [--train ce|ce+router|all] [--loss next-token|distill] [--lr X] [--model-lr X]
@@ -33,7 +35,10 @@ commands:
        --steps N [--lr 1e-4] [--warmup N] [--batch 8] [--seq 256] [--accumulate 1]
        [--seed 0] [--checkpoint-every 50] [--aux-coef 0.01] [--dtype bf16|f16|f32]
        [--resume] [--overwrite] [--json]
-  bench [--json] [--quick]                     kernel and engine speed on this machine
+  bench [--json] [--quick] [--threads 1,2]     every speed figure in one run: GEMM, eval, decode vs
+       [--sections gemm,engines,decode,gguf,scale]  llama.cpp (bench/llama-cpp package), GGUF
+       [--scale-methods …]                     checks, compressing a real-size layer; null + reason
+                                              for whatever cannot run
   bench --scale [--methods …] [--budget B]     compress a real-size synthetic Mixtral-8x7B layer: time,
        [--experts random|upcycled|permuted]    peak RSS, GEMM / assignment / I/O split, floors,
        [--align-iters N] [--json]              extrapolation to 32 layers
@@ -50,6 +55,7 @@ const commands: Record<string, () => Promise<(argv: string[]) => Promise<void>>>
   compress: async () => (await import('./compress.js')).compressCommand,
   analyze: async () => (await import('./analyze.js')).analyzeCommand,
   restore: async () => (await import('./restore.js')).restoreCommand,
+  export: async () => (await import('./export.js')).exportCommand,
   finetune: async () => (await import('./finetune.js')).finetuneCommand,
   upcycle: async () => (await import('./upcycle.js')).upcycleCommand,
   'bench-quality': async () => (await import('./bench-quality.js')).benchQualityCommand,
