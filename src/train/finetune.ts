@@ -6,8 +6,8 @@
  * and evaluates with the compressed routing: the model's files plus moepress-ce.safetensors and
  * moepress-ce.json (runtime/compressed-experts.ts).
  *
- * Loss: next-token cross-entropy on the text, or (--loss distill) the KL divergence from the
- * original model's top-K predictions on the same windows; never a load-balancing term (as
+ * Loss: by default (--loss distill) the KL divergence from the original model's top-K predictions
+ * on the same windows, or (--loss next-token) cross-entropy on the text; never a load-balancing term (as
  * transformers without output_router_logits). The output is built in `${out}.partial` (training checkpoints in its
  * train-state/ folder, for --resume) and renamed to `out` when complete.
  */
