@@ -28,7 +28,7 @@ import { linear as linearF32 } from '../src/tensor/gemm.js';
 import { Rng } from '../src/tensor/random.js';
 import { route } from '../src/tensor/router.js';
 import { constant, mul, param, sum, Tape, type Var } from '../src/train/autodiff.js';
-import { finetune } from '../src/train/finetune.js';
+import { DEFAULT_LOSS, DEFAULT_TRAIN, finetune } from '../src/train/finetune.js';
 import { compressedExpertsModel, vectorsToLayers } from '../src/train/finetune-model.js';
 import { gradCheck } from '../src/train/gradcheck.js';
 import { compressedMoeLayer } from '../src/train/ops/compressed-experts.js';
@@ -374,6 +374,33 @@ test('finetune: an interrupted run resumes to the same vectors as an uninterrupt
   }
 });
 
+test('finetune defaults (distill, train all): the loss falls, the output evaluates, an interrupted run resumes bit-identically', { skip: skipCorpus }, async () => {
+  const { dir, text } = tinyWithText(OLMOE3);
+  const root = tmp();
+  try {
+    const opts = { compressedExperts: 2, text, lr: 0.05, modelLr: 3e-3, steps: 12, batch: 2, seqLen: 32, checkpointEvery: 4 };
+    const a = join(root, 'a');
+    const full = await finetune(dir, { ...opts, out: a });
+    assert.deepEqual([full.loss, full.train], [DEFAULT_LOSS, DEFAULT_TRAIN]);
+    assert.deepEqual([full.loss, full.train], ['distill', 'all']);
+    assert.ok(full.finalLoss < full.initialLoss, `distill: loss ${full.initialLoss} -> ${full.finalLoss}`);
+    const got = loadModel(a);
+    assert.equal(got.compressedExperts?.loss, 'distill');
+    const ppl = await perplexity(new Transformer(got.config, got.weights, got.banks), tokens(300, 4096, 9), { windowSize: 256 });
+    assert.ok(ppl.perplexity > 1 && Number.isFinite(ppl.perplexity));
+    const b = join(root, 'b');
+    await assert.rejects(finetune(dir, { ...opts, out: b, onProgress: (e) => { if (e.task === 'train' && e.done === 10) throw new Error('killed'); } }), /killed/);
+    await assert.rejects(finetune(dir, { ...opts, loss: 'next-token', out: b, resume: true }), /different options/);
+    const r = await finetune(dir, { ...opts, out: b, resume: true });
+    assert.equal(r.resumedFrom, 8);
+    assert.deepEqual([r.initialLoss, r.finalLoss], [full.initialLoss, full.finalLoss]);
+    for (const f of full.files) assert.ok(readFileSync(join(b, f)).equals(readFileSync(join(a, f))), `${f}: resumed bytes equal the uninterrupted run's`);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+    rmSync(root, { recursive: true, force: true });
+  }
+});
+
 test('finetune: bad inputs give clear errors', { skip: skipCorpus }, async () => {
   const { dir, text } = tinyWithText(OLMOE3);
   const root = tmp();
@@ -421,6 +448,7 @@ test('CLI: finetune --json, then inspect reports fewer active parameters; usage 
     const j = JSON.parse(r.out);
     for (const k of ['finalLoss', 'seconds', 'tokensPerSecond']) assert.ok(Number.isFinite(j[k]) && j[k] > 0, k);
     assert.ok(j.activeExpertParams.after < j.activeExpertParams.before);
+    assert.deepEqual([j.loss, j.train, j.lr, j.modelLr], ['distill', 'all', 1e-2, 3e-4], 'the default recipe');
     const before = JSON.parse(cli('inspect', dir, '--json').out);
     const after = JSON.parse(cli('inspect', out, '--json').out);
     assert.equal(before.compressedExperts, undefined);

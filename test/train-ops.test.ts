@@ -12,7 +12,7 @@ import { applyRope, ropeTables } from '../src/tensor/rope.js';
 import { swiglu as swigluRef } from '../src/tensor/activation.js';
 import { Rng } from '../src/tensor/random.js';
 import {
-  add, causalAttention, clamp, constant, crossEntropy, embedding, linear, matmul, mul, param, reshape, rmsNorm, rope, rows, scale, softmax, sum,
+  add, causalAttention, clamp, constant, crossEntropy, distillKL, embedding, linear, matmul, mul, param, reshape, rmsNorm, rope, rows, scale, softmax, sum,
   swiglu, Tape, type Var,
 } from '../src/train/autodiff.js';
 import { gradCheck } from '../src/train/gradcheck.js';
@@ -169,6 +169,46 @@ test('crossEntropy: gradient with a mask and repeated targets; value by hand; st
   assert.ok(Math.abs(ce - ref) < 1e-6 * ref, `ce ${ce} vs ${ref}`); // the loss is stored in float32
   await assert.rejects(() => crossEntropy(new Tape(), big, [0], [0]), /no token is scored/);
   await assert.rejects(() => crossEntropy(new Tape(), big, [4]), /target 4/);
+});
+
+test('distillKL: gradient (alone and under an upstream scale), value by hand, zero at the teacher, stable at large logits', async () => {
+  const T = 4, V = 6;
+  const x = p64([T, V], 23, 2, 'logits');
+  const teacher = new Rng(24).normals(T * V, 2);
+  await check('distillKL', (t) => distillKL(t, x, teacher), [x]);
+  // the backward scales its kept (p − q)/T by the upstream gradient: check it is not assumed to be 1
+  await check('distillKL scaled', async (t) => scale(t, await distillKL(t, x, teacher), -2.5), [x]);
+  await check('distillKL + crossEntropy', async (t) => add(t, await distillKL(t, x, teacher), await crossEntropy(t, x, [1, 0, 5, 2])), [x]);
+  // by hand in float64: mean over rows of Σ q (log q − log p)
+  const logSoftmax = (z: ArrayLike<number>, o: number) => {
+    const row = Array.from({ length: V }, (_, i) => z[o + i]);
+    const m = Math.max(...row);
+    const lz = m + Math.log(row.reduce((s, v) => s + Math.exp(v - m), 0));
+    return row.map((v) => v - lz);
+  };
+  const byHand = (student: ArrayLike<number>, tch: ArrayLike<number>) => {
+    let kl = 0;
+    for (let t = 0; t < T; t++) {
+      const lq = logSoftmax(tch, t * V);
+      const lp = logSoftmax(student, t * V);
+      for (let i = 0; i < V; i++) kl += Math.exp(lq[i]) * (lq[i] - lp[i]);
+    }
+    return kl / T;
+  };
+  const want = byHand(x.data, teacher);
+  const got = (await distillKL(new Tape({ dtype: 'f64', grad: false }), x, teacher)).item();
+  assert.ok(Math.abs(got - want) < 1e-12 * want, `${got} vs ${want}`);
+  assert.ok(Math.abs((await distillKL(new Tape({ dtype: 'f64', grad: false }), x, x.data)).item()) < 1e-12, 'KL(p ‖ p) = 0');
+  // float32 with logits near ±1e4 (exp would overflow without the shift): multiples of 1/8 keep
+  // the shifted values exact, so the KL must equal the unshifted one
+  const r = new Rng(25);
+  const s8 = Float32Array.from({ length: T * V }, () => Math.round(r.normal() * 16) / 8);
+  const t8 = Float32Array.from({ length: T * V }, () => Math.round(r.normal() * 16) / 8);
+  const big = constant(s8.map((v) => v + 1e4), [T, V]);
+  const klBig = (await distillKL(new Tape({ grad: false }), big, t8.map((v) => v - 1e4))).item();
+  const ref = byHand(s8, t8);
+  assert.ok(Math.abs(klBig - ref) < 1e-5 * ref, `float32 at 1e4: ${klBig} vs ${ref}`);
+  await assert.rejects(() => distillKL(new Tape({ dtype: 'f64' }), x, teacher.subarray(1)), /teacher has 23 logits for \[4,6\]/);
 });
 
 test('Tape: refuses mixed precision, non-scalar losses and losses without parameters', async () => {

@@ -22,6 +22,7 @@ import { TrainableModel } from '../src/train/model.js';
 import { addAtPositions, gatherAtPositions } from '../src/train/ops/sparse.js';
 import { upcycle, type UpcycleOptions } from '../src/train/upcycle.js';
 import { mixtralConfigFor } from '../src/train/upcycle-config.js';
+import { trainDenseControl } from '../src/train/upcycle-control.js';
 import { samplePositions, UpcycledModel, type DeltaForm } from '../src/train/upcycle-model.js';
 import { assertClose, relErr } from './helpers/assert-close.js';
 import { SHARED } from './helpers/fixtures.js';
@@ -257,6 +258,28 @@ test('bad input is refused with the reason', async () => {
   await upcycle(dense.dir, { ...o, overwrite: true });
 });
 
+test('control: the dense model trained alone sees the upcycling run\'s windows, lowers its loss and is written as a dense checkpoint', async () => {
+  const o = opts({ kind: 'lowrank', rank: 3 }, { steps: 8, auxCoef: 0 });
+  const moe = await upcycle(dense.dir, o);
+  const { experts: _e, topK: _k, delta: _d, rank: _r, auxCoef: _a, ...shared } = o;
+  const c = await trainDenseControl(dense.dir, { ...shared, out: join(work, 'control') });
+  // step 0 of the upcycled MoE is the dense model, so with the same first window the first losses agree
+  assert.ok(Math.abs(c.losses[0] - moe.losses[0]) < 1e-5 * moe.losses[0], `first losses ${c.losses[0]} vs ${moe.losses[0]}`);
+  assert.notEqual(c.losses[1], moe.losses[1], 'after one step the two models differ');
+  assert.equal(c.losses.length, 8);
+  assert.ok(c.finalLoss < c.losses[0], `loss ${c.losses[0]} -> ${c.finalLoss}`);
+  assert.equal(c.params, [...denseModel.weights.names()].reduce((n, k) => n + denseModel.weights.get(k).data.length, 0));
+  const got = loadModel(c.out);
+  assert.ok(!got.config.moe, 'a dense checkpoint');
+  assert.deepEqual(got.rawConfig, denseModel.rawConfig);
+  const q = 'layers.1.attn.q.weight';
+  assert.ok(relErr(got.weights.get(q).data, denseModel.weights.get(q).data) > 1e-4, 'the weights trained');
+  assert.ok((await new Transformer(got.config, got.weights).logits(ids(16, 5), 1, 16)).every(Number.isFinite), 'the written model runs');
+  const mix = writeTinyModel(TINY_CONFIGS.mixtral, { seed: 2 });
+  await assert.rejects(trainDenseControl(mix.dir, { ...shared, out: join(work, 'control-moe') }), /already has routed experts/);
+  await assert.rejects(trainDenseControl(dense.dir, { ...shared, out: join(work, 'control') }), /output directory already exists/);
+});
+
 const MAIN = resolve(process.cwd(), 'dist/src/cli/main.js');
 const TOKENIZER = join(SHARED, 'corpus/tokenizer.json');
 
@@ -291,4 +314,15 @@ test('CLI: upcycle --json on a bf16 dense model with a real tokenizer, then eval
   const bad = cli('upcycle', dir, '--out', join(work, 'x'), '--experts', '4', '--top-k', '2', '--delta', 'lowrank', '--rank', '2', '--text', join(work, 'nope.txt'), '--steps', '2');
   assert.equal(bad.code, 1);
   assert.match(bad.err, /moepress upcycle: error: .*nope\.txt: text file not found/);
+  // --control: the same command trains the dense model alone (expert options ignored)
+  const ctl = cli('upcycle', dir, '--control', '--out', join(work, 'cli-control'), '--experts', '4', '--top-k', '2', '--text', text, '--steps', '3', '--batch', '2', '--seq', '16', '--json');
+  assert.equal(ctl.code, 0, ctl.err);
+  const cj = JSON.parse(ctl.out);
+  assert.equal(cj.control, true);
+  assert.equal(cj.steps, 3);
+  assert.ok(Number.isFinite(cj.finalLoss) && cj.params > 0);
+  const ce = cli('eval', join(work, 'cli-control'), '--text', text, '--json');
+  assert.equal(ce.code, 0, ce.err);
+  assert.ok(Number.isFinite(JSON.parse(ce.out).perplexity));
+  assert.match(cli('upcycle', dir, '--control', '--out', join(work, 'cli-control-2'), '--text', text, '--steps', '2', '--batch', '2', '--seq', '16').out, /control: .* trained alone/);
 });

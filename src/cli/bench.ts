@@ -1,6 +1,6 @@
 /**
  * moepress bench [--json] [--quick] [--threads 1,2] [--scale-methods resmoe-prune,ders-quant]
- *   [--sections gemm,engines,decode,gguf,scale]: every
+ *   [--sections gemm,engines,decode,training,gguf,scale]: every
  * speed figure on this machine in one run, as one JSON object (headline keys at the top level, null
  * with a reason under `unavailable` when not measured, details under `sections`) or as tables.
  * moepress bench --scale [...]: only the real-size compression bench (see bench-scale.ts).
@@ -12,13 +12,14 @@ import { decodeSection } from './bench-decode.js';
 import { ggufSection } from './bench-gguf.js';
 import { skipped, type BenchContext, type BenchSection } from './bench-section.js';
 import { engineSection, gemmSection, scaleSection } from './bench-sections.js';
+import { trainingSection } from './bench-training.js';
 import { progressRenderer } from './progress.js';
 
 /**
  * The sections, in the order they run. To add a measurement (e.g. a training bench), append a
  * BenchSection here; its summary keys join the top-level JSON object.
  */
-export const SECTIONS: BenchSection[] = [gemmSection, engineSection, decodeSection, ggufSection, scaleSection];
+export const SECTIONS: BenchSection[] = [gemmSection, engineSection, decodeSection, trainingSection, ggufSection, scaleSection];
 
 function threadList(s: string): number[] {
   const t = s.split(',').map((x) => Number(x.trim()));

@@ -1,6 +1,6 @@
 /**
- * moepress finetune MOE --out DIR --compressed-experts m --text FILE --steps N [--train ce|ce+router|all]
- *   [--loss next-token|distill] [--lr X] [--model-lr X] [--batch 8] [--seq 256] [--accumulate 1] [--seed 0] [--warmup N] [--checkpoint-every 50]
+ * moepress finetune MOE --out DIR --compressed-experts m --text FILE --steps N [--train all|ce|ce+router]
+ *   [--loss distill|next-token] [--lr X] [--model-lr X] [--batch 8] [--seq 256] [--accumulate 1] [--seed 0] [--warmup N] [--checkpoint-every 50]
  *   [--resume] [--overwrite] [--json]
  */
 import { finetune, LOSSES, type FinetuneLoss } from '../train/finetune.js';
@@ -14,8 +14,8 @@ function lossKind(s: string | undefined): FinetuneLoss | undefined {
   throw new UsageError(`--loss expects one of ${LOSSES.join(', ')}, got '${s}'`);
 }
 
-function trainMode(s: string | undefined): TrainMode {
-  if (s === undefined) return 'ce';
+function trainMode(s: string | undefined): TrainMode | undefined {
+  if (s === undefined) return undefined;
   if ((TRAIN_MODES as readonly string[]).includes(s)) return s as TrainMode;
   throw new UsageError(`--train expects one of ${TRAIN_MODES.join(', ')}, got '${s}'`);
 }

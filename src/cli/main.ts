@@ -26,7 +26,7 @@ commands:
        [--overwrite] [--json]                  mixtral, olmoe)
   finetune MOE --out DIR --compressed-experts m   compressed experts: per token, replace the m
        --text FILE --steps N                   lowest-weighted of the top-k by trained vectors
-       [--train ce|ce+router|all] [--loss next-token|distill] [--lr X] [--model-lr X]
+       [--train all|ce|ce+router] [--loss distill|next-token] [--lr X] [--model-lr X]
        [--batch 8] [--seq 256] [--accumulate 1] [--seed 0] [--checkpoint-every 50]
        [--resume] [--overwrite] [--json]
   upcycle DENSE --out DIR --experts E          DeRS upcycling: a dense model into an MoE
@@ -35,10 +35,11 @@ commands:
        --steps N [--lr 1e-4] [--warmup N] [--batch 8] [--seq 256] [--accumulate 1]
        [--seed 0] [--checkpoint-every 50] [--aux-coef 0.01] [--dtype bf16|f16|f32]
        [--resume] [--overwrite] [--json]
+       --control: train the dense model alone with the same settings (the baseline the MoE must beat)
   bench [--json] [--quick] [--threads 1,2]     every speed figure in one run: GEMM, eval, decode vs
-       [--sections gemm,engines,decode,gguf,scale]  llama.cpp (bench/llama-cpp package), GGUF
-       [--scale-methods …]                     checks, compressing a real-size layer; null + reason
-                                              for whatever cannot run
+       [--sections gemm,engines,decode,training,gguf,scale]  llama.cpp (bench/llama-cpp package),
+       [--scale-methods …]                     training steps, GGUF checks, compressing a real-size
+                                              layer; null + reason for what cannot run
   bench --scale [--methods …] [--budget B]     compress a real-size synthetic Mixtral-8x7B layer: time,
        [--experts random|upcycled|permuted]    peak RSS, GEMM / assignment / I/O split, floors,
        [--align-iters N] [--json]              extrapolation to 32 layers

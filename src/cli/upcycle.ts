@@ -2,8 +2,11 @@
  * moepress upcycle DENSE --out DIR --experts E --top-k K --delta lowrank|sparse [--rank r | --density d]
  *   --text FILE --steps N [--lr 1e-4] [--warmup N] [--batch 8] [--seq 256] [--accumulate 1] [--seed 0]
  *   [--checkpoint-every 50] [--aux-coef 0.01] [--dtype bf16|f16|f32] [--resume] [--overwrite] [--json]
+ * moepress upcycle DENSE --control --out DIR --text FILE --steps N [same training options]: the
+ *   control run, the dense model trained alone with the same settings (expert options ignored).
  */
 import { UPCYCLE_DEFAULTS, upcycle } from '../train/upcycle.js';
+import { trainDenseControl } from '../train/upcycle-control.js';
 import type { StoreDType } from '../train/upcycle-write.js';
 import { modelArg, parse, UsageError } from './args.js';
 import { fmtBytes } from './format.js';
@@ -43,9 +46,23 @@ export async function upcycleCommand(argv: string[]): Promise<void> {
     resume: { type: 'boolean' },
     overwrite: { type: 'boolean' },
     json: { type: 'boolean' },
+    control: { type: 'boolean' },
   });
   const dense = modelArg(p, 'upcycle');
   const json = p.flag('json');
+  if (p.flag('control')) {
+    const progress = progressRenderer(json);
+    const r = await trainDenseControl(dense, {
+      out: p.req('out'), text: p.req('text'), steps: required(p.int('steps'), 'steps', 'optimizer steps'), lr: p.num('lr'), warmup: p.int('warmup'),
+      batch: p.int('batch'), seqLen: p.int('seq'), accumulate: p.int('accumulate'), seed: p.int('seed'), checkpointEvery: p.int('checkpoint-every'),
+      resume: p.flag('resume'), overwrite: p.flag('overwrite'), onProgress: progress,
+    });
+    progress.end();
+    const { losses, files: _, ...summary } = r;
+    if (json) process.stdout.write(JSON.stringify({ control: true, ...summary, initialLoss: losses[0] }) + '\n');
+    else process.stdout.write(`control: ${dense} trained alone -> ${r.out}: ${r.params.toLocaleString('en-US')} parameters, train loss ${losses[0].toFixed(4)} -> ${r.finalLoss.toFixed(4)} over ${r.steps} steps${r.resumedFrom ? ` (resumed at ${r.resumedFrom})` : ''}; ${r.seconds.toFixed(1)} s, ${r.tokensPerSecond.toFixed(0)} tokens/s\n`);
+    return;
+  }
   const delta = p.req('delta');
   if (delta !== 'lowrank' && delta !== 'sparse') throw new UsageError(`--delta expects lowrank or sparse, got '${delta}'`);
   const progress = progressRenderer(json);

@@ -8,6 +8,7 @@ export { linear, matmul } from './ops/linear.js';
 export { rope } from './ops/rope.js';
 export { causalAttention, type AttentionOptions } from './ops/attention.js';
 export { crossEntropy, softmax } from './ops/softmax.js';
+export { distillKL } from './ops/distill.js';
 export { gatherCols, loadBalancingLoss, normalizeRows, softmaxTopK, topKIndices, type Routing, type TopKOptions } from './ops/routing.js';
 export {
   dispatch, expertSlice, gatherRows, moeLayer, stackedExperts, swigluExpert, swigluExpertFrom, swigluFfn,

@@ -1,12 +1,17 @@
 /**
  * Where a training step's time goes: tokens/s of forward + backward + AdamW, the share spent in
  * GEMM calls (kernels.ts gemmStats), and per-op forward/backward times (Tape profile).
+ * benchTraining runs it on a model directory (`moepress bench`).
  */
+import { basename } from 'node:path';
+import { loadModel } from '../runtime/load-model.js';
+import { loadTokenizer } from '../runtime/tokenizer.js';
+import { Rng } from '../tensor/random.js';
 import { gemmStats, resetGemmStats } from './kernels.js';
-import type { TrainableModel } from './model.js';
-import type { AdamW } from './optim.js';
+import { TrainableModel } from './model.js';
+import { AdamW } from './optim.js';
 import { Tape, type OpProfile } from './tape.js';
-import type { Batch } from './data.js';
+import { WindowSampler, type Batch } from './data.js';
 
 export interface OpTime {
   op: string;
@@ -92,4 +97,47 @@ function merge(into: Map<string, OpTime>, p: OpProfile): void {
     o.gemmMs += e.fwdGemmMs + e.bwdGemmMs;
     into.set(op, o);
   }
+}
+
+export interface TrainingBenchOptions {
+  /** Text to train on, tokenized with the model's tokenizer.json; default seeded random token ids. */
+  text?: string;
+  /** Windows per step (default 8) and window length (default 256), as finetune and upcycle. */
+  batch?: number;
+  seq?: number;
+  /** Timed steps (default 3) after `warmup` untimed ones (default 1). */
+  steps?: number;
+  warmup?: number;
+  seed?: number;
+}
+
+export interface TrainingBench extends TrainStepBench {
+  /** The model directory's name. */
+  fixture: string;
+  batch: number;
+  seq: number;
+}
+
+/**
+ * Training speed of the model in `dir`: full steps (forward, backward, AdamW) with every tensor
+ * trainable, in float32, on random windows. GEMM share = time inside GEMM calls / step time.
+ */
+export async function benchTraining(dir: string, o: TrainingBenchOptions = {}): Promise<TrainingBench> {
+  const batch = o.batch ?? 8;
+  const seq = o.seq ?? 256;
+  const seed = o.seed ?? 0;
+  const m = loadModel(dir);
+  const V = m.config.vocabSize;
+  const tokens = o.text !== undefined
+    ? Int32Array.from(loadTokenizer(dir).encode(o.text))
+    : (() => {
+        const r = new Rng(seed);
+        return Int32Array.from({ length: batch * seq + 1 }, () => r.int(V));
+      })();
+  const sampler = new WindowSampler(tokens, seq, seed, o.text !== undefined ? 'text' : 'random tokens');
+  const model = new TrainableModel(m.config, m.weights);
+  m.checkpoint.close();
+  const opt = new AdamW(model.parameters(), { lr: 1e-5 });
+  const r = await benchTrainStep(model, opt, () => sampler.next(batch), { steps: o.steps, warmup: o.warmup });
+  return { fixture: basename(dir), batch, seq, ...r };
 }

@@ -129,6 +129,13 @@ function deltaForm(o: UpcycleOptions): DeltaForm {
 function checkOptions(o: UpcycleOptions): void {
   positiveInt('--experts', o.experts, 2);
   if (!Number.isInteger(o.topK) || o.topK < 1 || o.topK > o.experts) throw new MoepressError(`--top-k must be an integer in [1, ${o.experts}] (--experts), got ${o.topK}`);
+  checkTrainingOptions(o);
+}
+
+/** The options an upcycling run shares with its dense control (upcycle-control.ts). */
+export type TrainingOptions = Omit<UpcycleOptions, 'experts' | 'topK' | 'delta' | 'rank' | 'density' | 'dtype'>;
+
+export function checkTrainingOptions(o: TrainingOptions): void {
   positiveInt('--steps', o.steps);
   positiveInt('--batch', o.batch);
   positiveInt('--seq', o.seqLen);
@@ -182,15 +189,15 @@ export async function step0Error(u: UpcycledModel, dense: LoadedModel, ids: Int3
 /** float32 forward of one MoE vs the dense engine: GEMM order differs, nothing else may. */
 const STEP0_TOLERANCE = 1e-5;
 
-/** The dense model, checked: a family upcycle reads, and shapes the delta form fits. */
-function openDense(denseDir: string, form: DeltaForm, seqLen: number): LoadedModel {
+/** The dense model, checked: a family upcycle reads, and shapes the delta form fits (when one is given). */
+export function openDense(denseDir: string, form: DeltaForm | null, seqLen: number): LoadedModel {
   const file = join(denseDir, 'config.json');
   // refuse an MoE or an unsupported family from its config, before reading any weights
   const src = openModel(denseDir);
   src.checkpoint.close();
   const why = notUpcyclable(src.config);
   if (why) throw new MoepressError(`cannot upcycle: ${why}`, { file });
-  checkDelta(form, src.config, denseDir);
+  if (form) checkDelta(form, src.config, denseDir);
   if (seqLen > src.config.maxPositions) throw new MoepressError(`--seq ${seqLen} exceeds max_position_embeddings ${src.config.maxPositions}`, { file });
   const dense = loadModel(denseDir);
   dense.checkpoint.close();
@@ -198,7 +205,7 @@ function openDense(denseDir: string, form: DeltaForm, seqLen: number): LoadedMod
 }
 
 /** `out` and `${out}.partial` (created later); refuses to overwrite `out` or an interrupted run unless asked. */
-function outputPaths(o: UpcycleOptions): { out: string; partial: string } {
+export function outputPaths(o: Pick<UpcycleOptions, 'out' | 'overwrite' | 'resume'>): { out: string; partial: string } {
   const out = resolve(o.out);
   if (existsSync(out) && !o.overwrite) throw new MoepressError('output directory already exists; choose another --out or pass --overwrite', { file: out });
   const partial = `${out}.partial`;
@@ -207,7 +214,7 @@ function outputPaths(o: UpcycleOptions): { out: string; partial: string } {
 }
 
 /** The training text's tokens, checked against the vocabulary. */
-async function readTokens(o: UpcycleOptions, denseDir: string, V: number): Promise<Int32Array> {
+export async function readTokens(o: Pick<UpcycleOptions, 'tokens' | 'tokenizer' | 'text' | 'onProgress'>, denseDir: string, V: number): Promise<Int32Array> {
   if (o.tokens) return o.tokens;
   const tokenizer = o.tokenizer ?? loadTokenizer(denseDir);
   o.onProgress?.({ task: 'tokenize', done: 0, total: 1, unit: 'files', detail: o.text });
@@ -218,7 +225,7 @@ async function readTokens(o: UpcycleOptions, denseDir: string, V: number): Promi
 }
 
 /** Mean over the last 10% of optimizer steps of per-micro-batch values grouped `accumulate` at a time. */
-function tailMean(values: number[], accumulate: number): number {
+export function tailMean(values: number[], accumulate: number): number {
   const perStep: number[] = [];
   for (let i = 0; i + accumulate <= values.length; i += accumulate) perStep.push(values.slice(i, i + accumulate).reduce((a, b) => a + b, 0) / accumulate);
   const tail = perStep.slice(-Math.max(1, Math.floor(perStep.length / 10)));
