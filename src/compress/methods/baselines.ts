@@ -9,6 +9,7 @@ import { budgetError, type LayerStore, type Method, type MethodOptions } from '.
 import { MATRICES, matrixShape, type ExpertParts } from '../parts.js';
 import { storedBytes } from '../quant/codec.js';
 import { chooseCodec, minimumBudget } from '../quant/select.js';
+import { CalibratedQuantizer } from '../calib/quantize.js';
 import { RecordBuilder } from './record.js';
 import { sparseCapacity, storeTopMagnitude } from './store-helpers.js';
 
@@ -22,7 +23,10 @@ function svdRank(I: number, H: number, budget: number): number {
 async function compressBaseline(kind: Kind, x: ExpertSource, store: LayerStore, opts: MethodOptions) {
   const n = x.I * x.H;
   const choices: Record<string, unknown> = {};
-  const codec = kind === 'quant' ? chooseCodec(opts.budget, { rtn: true, n }) : null;
+  // With calibration: GPTQ onto MSE-fitted group scales; data-free: the round-to-nearest baseline.
+  const calibrated = kind === 'quant' && !!opts.calib;
+  const codec = kind === 'quant' ? chooseCodec(opts.budget, { rtn: !calibrated, n }) : null;
+  const quantizer = new CalibratedQuantizer(calibrated ? opts.calib! : null, x.I, x.H);
   const rank = svdRank(x.I, x.H, opts.budget);
   const count = sparseCapacity(n, Math.floor(opts.budget * 2 * n));
   if (codec) choices.codec = codec.id;
@@ -37,7 +41,7 @@ async function compressBaseline(kind: Kind, x: ExpertSource, store: LayerStore, 
       const [out, inp] = matrixShape(m, x.I, x.H);
       if (kind === 'prune') parts[m].push(storeTopMagnitude(store, `e${e}.${m}`, w[m], count));
       else if (kind === 'quant') {
-        const ref = store.put(`e${e}.${m}.q`, { dtype: 'U8', shape: [storedBytes(codec!, n)], data: codec!.quantize(w[m]) });
+        const ref = store.put(`e${e}.${m}.q`, { dtype: 'U8', shape: [storedBytes(codec!, n)], data: quantizer.quantize(w[m], m, e, codec!) });
         parts[m].push({ kind: 'quant', codec: codec!.id, ref });
       } else {
         const f = await lowRank(w[m], out, inp, rank, accurateSvdOptions(rank, out, inp, opts.seed + e));
@@ -48,6 +52,8 @@ async function compressBaseline(kind: Kind, x: ExpertSource, store: LayerStore, 
     }
     builder.add(e, parts, w);
   }
+  const calib = quantizer.choices();
+  if (calib) choices.calib = calib;
   return builder.finish(choices);
 }
 
@@ -70,4 +76,4 @@ function baseline(kind: Kind, summary: string): Method {
 
 export const prune = baseline('prune', 'baseline: keep the largest-magnitude weights of each expert matrix');
 export const svd = baseline('svd', 'baseline: truncated SVD of each expert matrix at rank budget·I·H/(I+H)');
-export const quant = baseline('quant', 'baseline: round-to-nearest int-k with group-wise scales');
+export const quant = baseline('quant', 'baseline: round-to-nearest int-k with group-wise scales; with --calib: GPTQ onto MSE-fitted scales');

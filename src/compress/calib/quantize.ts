@@ -1,0 +1,48 @@
+/**
+ * Calibration-aware quantization of one expert matrix, as the `quant` and `ders-quant` methods use it.
+ *
+ *   new CalibratedQuantizer(calib: LayerCalib | null, I, H)
+ *   .quantize(w, m, e, codec) -> packed bytes in codec's layout (quant/codec.ts), so nothing changes
+ *     for the runtime. With calibration and blocks that tile rows: GPTQ (calib/gptq.ts) against the
+ *     expert's own Hessian proxy (xtx for gate/up, ata for down; for a delta W − base the output
+ *     error (Δ − Δ̂) x has the same Hessian). Otherwise plain codec quantization.
+ *   .choices() -> what the layer record stores under choices.calib.
+ *
+ * Uncalibrated experts (the calibration routed no token to them): the data-free treatment, plain
+ * codec quantization, which is exactly GPTQ with an identity Hessian (tested in calib-gptq.test.ts).
+ * They are listed in choices.calib.uncalibrated.
+ */
+import type { BlockCodec } from '../quant/codec.js';
+import { matrixShape, type MatrixName } from '../parts.js';
+import { gptqApplies, gptqQuantize } from './gptq.js';
+import { hessianFor } from './hessian.js';
+import type { LayerCalib } from './types.js';
+
+export const GPTQ_DAMP = 0.01;
+
+export class CalibratedQuantizer {
+  private gptq = 0;
+  private plain = 0;
+  private readonly uncalibrated = new Set<number>();
+
+  constructor(private readonly calib: LayerCalib | null, private readonly I: number, private readonly H: number) {}
+
+  quantize(w: Float32Array, m: MatrixName, e: number, codec: BlockCodec): Uint8Array {
+    const [out, inp] = matrixShape(m, this.I, this.H);
+    const ec = this.calib?.experts[e];
+    const hess = ec ? hessianFor(ec, m) : null;
+    if (ec && !hess) this.uncalibrated.add(e);
+    if (!hess || !gptqApplies(codec, inp)) {
+      this.plain++;
+      return codec.quantize(w);
+    }
+    this.gptq++;
+    return gptqQuantize(w, out, inp, hess, codec, { damp: GPTQ_DAMP }).packed;
+  }
+
+  /** null without calibration (data-free run). */
+  choices(): Record<string, unknown> | null {
+    if (!this.calib) return null;
+    return { mode: 'gptq', damp: GPTQ_DAMP, gptqMatrices: this.gptq, plainMatrices: this.plain, uncalibrated: [...this.uncalibrated].sort((a, b) => a - b) };
+  }
+}
