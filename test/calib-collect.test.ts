@@ -165,10 +165,10 @@ test('compress --calib: quant uses GPTQ, the manifest records the calibration, t
   for (const r of m.layers) {
     const c = r.choices.calib as { mode: string; gptqMatrices: number; plainMatrices: number };
     assert.equal(c.mode, 'gptq');
-    assert.equal(r.choices.codec, 'q3s-g32', 'MSE-fitted scales under GPTQ');
-    // gate/up (in = H = 32) tile into g32 blocks; down (in = I = 16) does not and is quantized plainly
+    assert.equal(r.choices.codec, 'q3s-g16', 'MSE-fitted scales under GPTQ, groups of 16 spend the whole 4 bits');
+    // gate/up (in = H = 32) and down (in = I = 16) all tile into g16 blocks
     assert.equal(c.gptqMatrices + c.plainMatrices, 3 * 4);
-    assert.equal(c.plainMatrices, 4);
+    assert.equal(c.plainMatrices, 0);
   }
   const again = await compress({ model: dir, out: join(work, 'b'), method: 'quant', budget: 0.25, calib });
   assert.deepEqual(again.layers.map((r) => r.storedBytes), m.layers.map((r) => r.storedBytes));

@@ -111,3 +111,17 @@ test('dampedHessian: λ = damp · mean diag, dead inputs get the mean diagonal a
   assert.deepEqual(Array.from(d), [4 + lambda, 1, 0, 1, 2 + lambda, 0, 0, 0, mean + lambda]);
   assert.deepEqual(Array.from(dampedHessian(new Float64Array(4), 2, 0.01).H), [1, 0, 0, 1]);
 });
+
+test('gptq act-order (static groups): lazy batches equal the naive loop, and the error stays below plain quantization', () => {
+  const inp = 64, out = 16, T = 300;
+  const H = gram(correlatedInputs(T, inp, 12), T, inp);
+  const w = new Rng(13).normals(out * inp, 0.05);
+  for (const id of ['q2s-g16', 'q3a-g32', 'q1s-g32']) {
+    const codec = codecById(id);
+    const a = gptqQuantizeNaive(w, out, inp, H, codec, { actOrder: true });
+    const b = gptqQuantize(w, out, inp, H, codec, { actOrder: true, batch: 24 });
+    assert.deepEqual(b.packed, a.packed, id);
+    const plain = hessianError(w, codec.dequantize(codec.quantize(w), w.length), H);
+    assert.ok(hessianError(w, b.dequantized, H) < 0.8 * plain, id);
+  }
+});

@@ -38,6 +38,12 @@ export interface GptqOptions {
   damp?: number;
   /** Columns per lazy batch (fast version only; default 128). */
   batch?: number;
+  /**
+   * Visit columns in decreasing diag(H) (GPTQ's act-order) with static groups: every block's header
+   * is chosen up front on the original weights, so the stored layout stays in column order and no
+   * permutation is stored. Default false.
+   */
+  actOrder?: boolean;
 }
 
 export interface GptqResult {
@@ -146,6 +152,7 @@ function finish(s: Setup, codec: BlockCodec, out: number, inp: number): GptqResu
 }
 
 export function gptqQuantizeNaive(w: Float32Array, out: number, inp: number, H: ArrayLike<number>, codec: BlockCodec, opts: GptqOptions = {}): GptqResult {
+  if (opts.actOrder) return gptqStatic(w, out, inp, H, codec, opts.damp ?? 0.01, 1);
   const s = setup(w, out, inp, H, codec, opts.damp ?? 0.01);
   const err = new Float64Array(out);
   for (let j = 0; j < inp; j++) {
@@ -162,6 +169,7 @@ export function gptqQuantizeNaive(w: Float32Array, out: number, inp: number, H: 
 }
 
 export function gptqQuantize(w: Float32Array, out: number, inp: number, H: ArrayLike<number>, codec: BlockCodec, opts: GptqOptions = {}): GptqResult {
+  if (opts.actOrder) return gptqStatic(w, out, inp, H, codec, opts.damp ?? 0.01, Math.max(1, opts.batch ?? 128));
   const s = setup(w, out, inp, H, codec, opts.damp ?? 0.01);
   // A group's header is chosen on values that have received every earlier column's error, so a
   // batch holds whole groups: B is rounded to a multiple of G.
@@ -195,4 +203,56 @@ export function gptqQuantize(w: Float32Array, out: number, inp: number, H: Array
     }
   }
   return finish(s, codec, out, inp);
+}
+
+/**
+ * Act-order with static groups. Headers: codec.quantize of the original rows (importances diag(H));
+ * columns visited in decreasing diag(H), i.e. W and H permuted, U from the permuted H. B = 1 is the
+ * naive loop (every column updates the whole tail at once); larger B are lazy batches with the same
+ * order of subtractions, hence the same bytes.
+ */
+function gptqStatic(w: Float32Array, out: number, inp: number, H: ArrayLike<number>, codec: BlockCodec, damp: number, B: number): GptqResult {
+  const s = setup(w, out, inp, H, codec, damp); // validates; its U is for the unpermuted H
+  const G = s.G;
+  const order = Int32Array.from({ length: inp }, (_, j) => j).sort((a, b) => s.diag[b] - s.diag[a] || a - b);
+  const Hp = new Float64Array(inp * inp);
+  for (let i = 0; i < inp; i++) for (let k = 0; k < inp; k++) Hp[i * inp + k] = H[order[i] * inp + order[k]];
+  const { U } = inverseFactor(Hp, inp, damp);
+  const W = new Float64Array(out * inp);
+  for (let r = 0; r < out; r++) for (let i = 0; i < inp; i++) W[r * inp + i] = w[r * inp + order[i]];
+  const wts = new Float32Array(out * inp);
+  for (let r = 0; r < out; r++) wts.set(s.diag, r * inp);
+  const packed = codec.quantize(w, wts); // the static headers (codes are rewritten below)
+  const grids: BlockGrid[] = [];
+  for (let b = 0; b < out * s.blocksPerRow; b++) grids.push(blockGrid(codec, packed, b * codec.bytesPerBlock));
+  const codes = new Uint8Array(out * inp); // original column order
+  const err = new Float64Array(out * B);
+  for (let i0 = 0; i0 < inp; i0 += B) {
+    const i1 = Math.min(inp, i0 + B);
+    for (let i = i0; i < i1; i++) {
+      const j = order[i];
+      const d = U[i * inp + i];
+      for (let r = 0; r < out; r++) {
+        const g = grids[r * s.blocksPerRow + Math.floor(j / G)];
+        const x = W[r * inp + i];
+        const u = codeFor(g, codec, x);
+        codes[r * inp + j] = u;
+        const e = (x - (g.a + g.b * u)) / d;
+        err[r * B + i - i0] = e;
+        const o = r * inp;
+        for (let k = i + 1; k < i1; k++) W[o + k] -= e * U[i * inp + k];
+      }
+    }
+    for (let r = 0; r < out; r++) {
+      const o = r * inp;
+      for (let b = 0; b < i1 - i0; b++) {
+        const e = err[r * B + b];
+        if (e === 0) continue;
+        const uo = (i0 + b) * inp;
+        for (let k = i1; k < inp; k++) W[o + k] -= e * U[uo + k];
+      }
+    }
+  }
+  for (let b = 0; b < out * s.blocksPerRow; b++) packBits(codes.subarray(b * G, (b + 1) * G), codec.bits, packed, b * codec.bytesPerBlock + s.hb);
+  return { packed, dequantized: codec.dequantize(packed, out * inp), lambda: s.lambda };
 }

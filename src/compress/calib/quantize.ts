@@ -20,6 +20,14 @@ import type { LayerCalib } from './types.js';
 
 export const GPTQ_DAMP = 0.01;
 
+/**
+ * Group sizes the calibrated `quant` considers: the default menu plus 16, so that a budget of
+ * exactly 3 (or 2, or 4) bits per weight is spent (q2s-g16 = 3.0 bits) instead of falling to the
+ * next whole-block codec (q2s-g32 = 2.5 bits). Measured on the mixtral fixture at budget 0.1875,
+ * GPTQ: q2s-g16 perplexity 15.22 vs q2s-g32 15.76 (64 test windows).
+ */
+export const GPTQ_GROUPS: readonly number[] = [16, 32, 64, 128, 256];
+
 export class CalibratedQuantizer {
   private gptq = 0;
   private plain = 0;

@@ -9,7 +9,7 @@ import { budgetError, type LayerStore, type Method, type MethodOptions } from '.
 import { MATRICES, matrixShape, type ExpertParts } from '../parts.js';
 import { storedBytes } from '../quant/codec.js';
 import { chooseCodec, minimumBudget } from '../quant/select.js';
-import { CalibratedQuantizer } from '../calib/quantize.js';
+import { CalibratedQuantizer, GPTQ_GROUPS } from '../calib/quantize.js';
 import { RecordBuilder } from './record.js';
 import { sparseCapacity, storeTopMagnitude } from './store-helpers.js';
 
@@ -23,9 +23,10 @@ function svdRank(I: number, H: number, budget: number): number {
 async function compressBaseline(kind: Kind, x: ExpertSource, store: LayerStore, opts: MethodOptions) {
   const n = x.I * x.H;
   const choices: Record<string, unknown> = {};
-  // With calibration: GPTQ onto MSE-fitted group scales; data-free: the round-to-nearest baseline.
+  // With calibration: GPTQ onto MSE-fitted group scales, groups down to 16 values so the budget is
+  // spent; data-free: the round-to-nearest baseline.
   const calibrated = kind === 'quant' && !!opts.calib;
-  const codec = kind === 'quant' ? chooseCodec(opts.budget, { rtn: !calibrated, n }) : null;
+  const codec = kind === 'quant' ? chooseCodec(opts.budget, calibrated ? { n, groupSizes: GPTQ_GROUPS } : { rtn: true, n }) : null;
   const quantizer = new CalibratedQuantizer(calibrated ? opts.calib! : null, x.I, x.H);
   const rank = svdRank(x.I, x.H, opts.budget);
   const count = sparseCapacity(n, Math.floor(opts.budget * 2 * n));
