@@ -176,6 +176,8 @@ test('compress --calib: quant uses GPTQ, the manifest records the calibration, t
   assert.equal(free.options.calibration, 'data-free');
   assert.equal(free.layers[0].choices.calib, undefined);
   assert.equal(free.layers[0].choices.codec, 'q3s-g32-rtn');
+  const svd = await compress({ model: dir, out: join(work, 'd'), method: 'svd', budget: 0.25, calib });
+  for (const r of svd.layers) assert.equal((r.choices.calib as { mode: string }).mode, 'whitened');
   const lm = loadModel(join(work, 'a'));
   const ppl = await perplexity(new Transformer(lm.config, lm.weights, lm.banks), Int32Array.from({ length: 512 }, (_, i) => (i * 13) % 4096), { windows: 2 });
   assert.ok(Number.isFinite(ppl.perplexity));
