@@ -14,7 +14,7 @@
 import { MoepressError } from '../../io/errors.js';
 import { fromFloat32, toFloat32 } from '../../tensor/convert.js';
 import { allocate, type Allocation } from '../auto/allocate.js';
-import { candidateLabel, cheapestFraction, DEFAULT_FAMILY, measureCandidates, type Candidate } from '../auto/candidates.js';
+import { candidateLabel, cheapestFraction, COMPOUNDING, DEFAULT_FAMILY, measureCandidates, type Candidate } from '../auto/candidates.js';
 import { calibratedWeighting, codecImportance, dataFreeWeighting, layerContext, type ExpertWeighting, type ProxyKind } from '../auto/weighting.js';
 import { gptqApplies, gptqQuantize } from '../calib/gptq.js';
 import { hessianError, hessianFor } from '../calib/hessian.js';
@@ -165,6 +165,7 @@ async function compressAuto(x: ExpertSource, store: LayerStore, opts: MethodOpti
   if (store.bytes() > cap) throw new Error(`auto: layer ${x.layer} stored ${store.bytes()} bytes, over its cap of ${cap}`);
   return builder.finish({
     proxy,
+    compounding: COMPOUNDING,
     base: plan.base ? 'mean' : null,
     spread,
     capBytes: cap,
