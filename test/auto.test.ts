@@ -272,3 +272,17 @@ test('inspect shows the per-layer and per-expert choices of a compressed model (
     rmSync(out, { recursive: true, force: true });
   }
 });
+
+test('auto below the cheapest codec: only a shared base fits, and below that the budget is refused', async () => {
+  const E = 32;
+  const I = 16;
+  const H = 64;
+  const rng = new Rng(8);
+  const x = { layer: 0, E, I, H, gate: rng.normals(E * I * H, 0.2), up: rng.normals(E * I * H, 0.2), down: rng.normals(E * I * H, 0.2) };
+  const budget = 0.05; // 1/E = 0.03125 <= 0.05 < the cheapest codec (1 bit + a scale per 256 values: 0.066)
+  const store = new LayerStore(0);
+  const rec = await auto.compressLayer(memorySource(x), store, opts(budget, null));
+  assert.equal(rec.choices.base, 'mean');
+  assert.ok(rec.storedBytes <= budget * referenceBytes(E, I, H));
+  assert.throws(() => auto.check(E, I, H, 0.02, { base: 'mean', denseBase: null }), MoepressError);
+});

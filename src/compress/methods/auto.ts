@@ -106,11 +106,13 @@ async function compressAuto(x: ExpertSource, store: LayerStore, opts: MethodOpti
   }
   const spread = energy > 0 ? (energy - E * meanEnergy) / energy : 0;
 
-  let plan: Plan = { items: direct, alloc: allocate(direct, cap), base: false };
-  const directError = plan.alloc.error;
+  // Budgets below the cheapest codec but above 1/E fit only with the base (the check allows them).
+  const minDirect = direct.reduce((sum, c) => sum + Math.min(...c.map((o) => o.bytes)), 0);
+  let plan: Plan | null = minDirect <= cap ? { items: direct, alloc: allocate(direct, cap), base: false } : null;
+  const directError = plan?.alloc.error ?? null;
   let baseError: number | null = null;
   const baseBytes = 3 * n * 2;
-  if (E >= 2 && spread < SIMILAR_SPREAD && baseBytes < cap) {
+  if (E >= 2 && baseBytes <= cap && (spread < SIMILAR_SPREAD || !plan)) {
     // pass 2: delta candidates against the shared base, beside the direct ones
     const items: Candidate[][] = [];
     for (let e = 0; e < E; e++) {
@@ -122,14 +124,16 @@ async function compressAuto(x: ExpertSource, store: LayerStore, opts: MethodOpti
     }
     const alloc = allocate(items, cap - baseBytes);
     baseError = alloc.error;
-    if (alloc.error < plan.alloc.error) plan = { items, alloc, base: true };
+    if (!plan || alloc.error < plan.alloc.error) plan = { items, alloc, base: true };
   }
+  if (!plan) throw budgetError('auto', opts.budget, Math.min(minDirect, baseBytes) / referenceBytes(E, I, H), 'the cheapest codec on every matrix (or a shared base alone)');
+  const chosen = plan;
 
   // pass 3: encode the chosen candidates
   const builder = new RecordBuilder(x, store, 'auto', null);
   let shared: Record<MatrixName, MatrixPart> | null = null;
   let rounded: Record<MatrixName, Float32Array> | null = null;
-  if (plan.base) {
+  if (chosen.base) {
     const s = storeBase(store, 'base', base, I, H);
     for (const m of MATRICES) builder.share(s.refs[m], s.rounded[m]);
     shared = s.parts;
@@ -144,7 +148,7 @@ async function compressAuto(x: ExpertSource, store: LayerStore, opts: MethodOpti
     const row: string[] = [];
     MATRICES.forEach((m, mi) => {
       const [out, inp] = matrixShape(m, I, H);
-      const c = plan.items[e * 3 + mi][plan.alloc.choice[e * 3 + mi]];
+      const c = chosen.items[e * 3 + mi][chosen.alloc.choice[e * 3 + mi]];
       row.push(candidateLabel(c));
       bits[m] += (8 * c.bytes) / (n * E);
       if (c.delta) parts[m].push(shared![m]);
@@ -166,13 +170,13 @@ async function compressAuto(x: ExpertSource, store: LayerStore, opts: MethodOpti
   return builder.finish({
     proxy,
     compounding: COMPOUNDING,
-    base: plan.base ? 'mean' : null,
+    base: chosen.base ? 'mean' : null,
     spread,
     capBytes: cap,
     plan: labels,
     bitsPerWeight: bits,
     ...(ctx ? { gptqMatrices } : {}),
-    estimatedError: { chosen: plan.alloc.error, direct: directError, withBase: baseError },
+    estimatedError: { chosen: chosen.alloc.error, direct: directError, withBase: baseError },
     ...(ctx ? { calibTokens: calib!.tokens, unreachedExperts: calib!.experts.flatMap((c, e) => (c.tokens === 0 ? [e] : [])) } : {}),
   });
 }
