@@ -127,9 +127,9 @@ test('calibration cache: save and load round-trip (float32), key kept; a non-cal
   assert.throws(() => loadCalibration(other), /not a moepress calibration file/);
 });
 
-test('uncalibrated experts (tokens = 0) get the data-free treatment, byte for byte, and are listed', () => {
+test('uncalibrated experts (no tokens, or fewer than the matrix has inputs) get the data-free treatment, byte for byte, and are listed', () => {
   const H = 32, I = 16;
-  const lc: LayerCalib = { layer: 0, E: 2, I, H, tokens: 40, experts: [fakeExpert(H, I, 40, 3), fakeExpert(H, I, 0, 4)] };
+  const lc: LayerCalib = { layer: 0, E: 3, I, H, tokens: 40, experts: [fakeExpert(H, I, 40, 3), fakeExpert(H, I, 0, 4), fakeExpert(H, I, 20, 5)] };
   const codec = codecById('q3s-g16');
   const q = new CalibratedQuantizer(lc, I, H);
   const rng = new Rng(8);
@@ -140,10 +140,13 @@ test('uncalibrated experts (tokens = 0) get the data-free treatment, byte for by
   assert.notDeepEqual(calibrated, codec.quantize(w0), 'a calibrated expert is not quantized plainly');
   assert.deepEqual(q.quantize(w1, 'gate', 1, codec), codec.quantize(w1));
   assert.deepEqual(q.quantize(w1, 'down', 1, codec), codec.quantize(w1));
+  // 20 tokens: enough for down (16 inputs), too few for gate (32 inputs: a singular Σ x xᵀ)
+  assert.deepEqual(q.quantize(w1, 'gate', 2, codec), codec.quantize(w1));
+  assert.notDeepEqual(q.quantize(w1, 'down', 2, codec), codec.quantize(w1));
   const c = q.choices()!;
-  assert.deepEqual(c.uncalibrated, [1]);
-  assert.equal(c.gptqMatrices, 1);
-  assert.equal(c.plainMatrices, 2);
+  assert.deepEqual(c.uncalibrated, [1, 2]);
+  assert.equal(c.gptqMatrices, 2);
+  assert.equal(c.plainMatrices, 3);
   assert.equal(new CalibratedQuantizer(null, I, H).choices(), null, 'data-free: nothing recorded');
 });
 

@@ -1,11 +1,15 @@
 /**
  * The Hessian proxies of one expert matrix and the output error they measure.
  *
- *   hessianFor(calib, m): ExpertCalib, 'gate' | 'up' | 'down' -> H: [in, in] (Float64Array) or null
+ *   hessianFor(calib, m, minTokens = 1): ExpertCalib, 'gate' | 'up' | 'down' -> H: [in, in] (Float64Array) or null
  *     gate/up: Σ x xᵀ of the expert's routed inputs (xtx, [H, H]); down: Σ a aᵀ (ata, [I, I]), or
  *     diag(ataDiag) when collection kept only the diagonal (I > maxFullI). null when the expert was
- *     never reached (tokens = 0): callers then use the data-free treatment (identity Hessian, i.e.
- *     plain codec quantization / plain SVD) and record `uncalibrated` in the layer's choices.
+ *     reached by fewer than minTokens tokens (never reached: tokens = 0): callers then use the
+ *     data-free treatment (identity Hessian, i.e. plain codec quantization / plain SVD) and record
+ *     `uncalibrated` in the layer's choices. The methods pass minTokens = in: with fewer tokens
+ *     than input dimensions H is singular, and GPTQ or whitening would push the whole error into
+ *     the directions the few calibration tokens happen not to span (seen on the olmoe fixture: two
+ *     experts reached by 1 token in 64 windows).
  *   hessianError(w, what, H): w, ŵ: [out, in] row-major, H: [in, in] -> tr((W − Ŵ) H (W − Ŵ)ᵀ)
  *     = Σ over calibration tokens of ‖(W − Ŵ) x‖², the matrix's output error on its own inputs
  *     (for down with a diagonal H, the diagonal approximation of it). `out` is w.length / in.
@@ -19,8 +23,8 @@ import { MoepressError } from '../../io/errors.js';
 import type { MatrixName } from '../parts.js';
 import type { ExpertCalib } from './types.js';
 
-export function hessianFor(calib: ExpertCalib, m: MatrixName): Float64Array | null {
-  if (calib.tokens === 0) return null;
+export function hessianFor(calib: ExpertCalib, m: MatrixName, minTokens = 1): Float64Array | null {
+  if (calib.tokens === 0 || calib.tokens < minTokens) return null;
   if (m !== 'down') return calib.xtx;
   if (calib.ata) return calib.ata;
   const I = calib.ataDiag.length;

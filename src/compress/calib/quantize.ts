@@ -8,7 +8,8 @@
  *     error (Δ − Δ̂) x has the same Hessian). Otherwise plain codec quantization.
  *   .choices() -> what the layer record stores under choices.calib.
  *
- * Uncalibrated experts (the calibration routed no token to them): the data-free treatment, plain
+ * Uncalibrated experts (the calibration routed no token to them, or fewer tokens than the matrix
+ * has inputs, so that its Hessian is singular: calib/hessian.ts): the data-free treatment, plain
  * codec quantization, which is exactly GPTQ with an identity Hessian (tested in calib-gptq.test.ts).
  * They are listed in choices.calib.uncalibrated.
  */
@@ -38,7 +39,7 @@ export class CalibratedQuantizer {
   quantize(w: Float32Array, m: MatrixName, e: number, codec: BlockCodec): Uint8Array {
     const [out, inp] = matrixShape(m, this.I, this.H);
     const ec = this.calib?.experts[e];
-    const hess = ec ? hessianFor(ec, m) : null;
+    const hess = ec ? hessianFor(ec, m, inp) : null;
     if (ec && !hess) this.uncalibrated.add(e);
     if (!hess || !gptqApplies(codec, inp)) {
       this.plain++;

@@ -50,7 +50,7 @@ async function compressBaseline(kind: Kind, x: ExpertSource, store: LayerStore, 
       } else {
         // With calibration: the rank-r factors that minimise the output error on the expert's own
         // inputs (calib/whiten.ts); uncalibrated experts and data-free runs: the plain SVD.
-        const hess = kind === 'svd' && opts.calib ? hessianFor(opts.calib.experts[e], m) : null;
+        const hess = kind === 'svd' && opts.calib ? hessianFor(opts.calib.experts[e], m, inp) : null;
         if (kind === 'svd' && opts.calib && !hess) uncalibrated.add(e);
         const f = hess ? await whitenedLowRank(w[m], out, inp, hess, rank, { seed: opts.seed + e })
           : await lowRank(w[m], out, inp, rank, accurateSvdOptions(rank, out, inp, opts.seed + e));
