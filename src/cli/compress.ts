@@ -1,4 +1,7 @@
-/** moepress compress MODEL --out DIR --method M --budget B [--base …] [--base-from DIR] [--layers …] [--seed S] [--resume] [--json] */
+/**
+ * moepress compress MODEL --out DIR --method M --budget B [--base …] [--base-from DIR] [--layers …] [--seed S]
+ *   [--calib TEXT [--calib-windows N] [--calib-seed S] [--calib-cache FILE]] [--resume] [--json]
+ */
 import { existsSync } from 'node:fs';
 import os from 'node:os';
 import { dirname, resolve } from 'node:path';
@@ -42,6 +45,10 @@ export async function compressCommand(argv: string[]): Promise<void> {
     layers: { type: 'string' },
     seed: { type: 'string' },
     'align-iters': { type: 'string' },
+    calib: { type: 'string' },
+    'calib-windows': { type: 'string' },
+    'calib-seed': { type: 'string' },
+    'calib-cache': { type: 'string' },
     resume: { type: 'boolean' },
     overwrite: { type: 'boolean' },
     json: { type: 'boolean' },
@@ -55,6 +62,10 @@ export async function compressCommand(argv: string[]): Promise<void> {
   const base = parseBase(p.str('base'));
   const layers = parseLayers(p.str('layers'));
   const alignIters = p.int('align-iters');
+  const calibFile = p.str('calib');
+  if (!calibFile && (p.str('calib-windows') || p.str('calib-seed') || p.str('calib-cache'))) throw new UsageError('--calib-windows, --calib-seed and --calib-cache need --calib TEXT');
+  const calib = calibFile ? { file: calibFile, windows: p.int('calib-windows'), seed: p.int('calib-seed'), cache: p.str('calib-cache') } : undefined;
+  if (!json && !calib) process.stderr.write('no --calib text: data-free compression (methods use weights only)\n');
   if (!json) await printEstimate(model, p.req('out'), { method, budget, base, layers, alignIters });
   const t0 = performance.now();
   const m = await compress({
@@ -69,20 +80,23 @@ export async function compressCommand(argv: string[]): Promise<void> {
     alignIters,
     resume: p.flag('resume'),
     overwrite: p.flag('overwrite'),
+    calib,
     onProgress: progress,
   });
   progress.end();
   const seconds = (performance.now() - t0) / 1000;
   if (json) {
-    process.stdout.write(JSON.stringify({ out: p.req('out'), method: m.method, budget: m.budget, seed: m.seed, bytes: m.bytes, seconds, layers: m.layers.map((l) => ({ layer: l.layer, storedBytes: l.storedBytes, referenceBytes: l.referenceBytes, choices: l.choices })) }) + '\n');
+    process.stdout.write(JSON.stringify({ out: p.req('out'), method: m.method, budget: m.budget, seed: m.seed, calibration: m.options.calibration, bytes: m.bytes, seconds, layers: m.layers.map((l) => ({ layer: l.layer, storedBytes: l.storedBytes, referenceBytes: l.referenceBytes, choices: l.choices })) }) + '\n');
     return;
   }
   const rows = m.layers.map((l) => {
     const c = l.choices as Record<string, unknown> & { relError?: { all: number } };
-    const detail = Object.entries(c).filter(([k]) => k !== 'relError').map(([k, v]) => `${k}=${typeof v === 'number' ? +v.toPrecision(4) : v}`).join(' ');
+    const detail = Object.entries(c).filter(([k]) => k !== 'relError').map(([k, v]) => `${k}=${typeof v === 'number' ? +v.toPrecision(4) : typeof v === 'object' && v !== null ? JSON.stringify(v) : v}`).join(' ');
     return [String(l.layer), fmtBytes(l.storedBytes), (l.storedBytes / l.referenceBytes).toFixed(4), c.relError ? c.relError.all.toFixed(4) : '-', detail];
   });
   process.stdout.write(grid(['layer', 'stored', 'budget used', 'rel. error', 'choices'], rows) + '\n');
+  const cal = m.options.calibration as { source: string; windows: number; seed: number } | string;
+  process.stdout.write(`\ncalibration: ${typeof cal === 'string' ? cal : `${cal.source}, ${cal.windows} windows, seed ${cal.seed}`}`);
   process.stdout.write(`\n${m.method}: experts stored in ${fmtBytes(m.bytes.stored)} = ${m.bytes.fraction.toFixed(4)} of bf16 (budget ${m.budget}), ${seconds.toFixed(1)} s -> ${p.req('out')}\n`);
 }
 

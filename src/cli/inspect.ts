@@ -1,12 +1,15 @@
-/** moepress inspect MODEL [--json] */
+/** moepress inspect MODEL [--plan] [--json]: a compressed model also shows what was chosen per layer and expert matrix (--plan: per expert). */
+import { modelChoices, type LayerChoices } from '../compress/auto/choices.js';
+import { isCompressedDir, readManifest } from '../compress/format.js';
+import { MATRICES } from '../compress/parts.js';
 import { summarize, type ModelSummary, type TensorHeader } from '../models/summary.js';
 import { hasCompressedExperts, readCompressedExpertsMeta } from '../runtime/compressed-experts.js';
 import { openModel } from '../runtime/load-model.js';
 import { modelArg, parse, UsageError } from './args.js';
-import { fmtBytes, fmtCount, table } from './format.js';
+import { fmtBytes, fmtCount, grid, table } from './format.js';
 
 export async function inspectCommand(argv: string[]): Promise<void> {
-  const p = parse(argv, { json: { type: 'boolean' }, 'top-k': { type: 'string' } });
+  const p = parse(argv, { json: { type: 'boolean' }, 'top-k': { type: 'string' }, plan: { type: 'boolean' } });
   const src = openModel(modelArg(p, 'inspect'));
   const headers = new Map<string, TensorHeader>();
   for (const n of src.checkpoint.names()) headers.set(n, src.checkpoint.info(n));
@@ -15,8 +18,9 @@ export async function inspectCommand(argv: string[]): Promise<void> {
   if (ce && topK !== undefined && topK <= ce.m) throw new UsageError(`--top-k ${topK} leaves no full expert: the model replaces ${ce.m} of each token's experts by compressed experts`);
   const s = summarize(src.config, src.arch, headers, topK, ce?.m);
   src.checkpoint.close();
+  const compression = isCompressedDir(src.dir) ? modelChoices(readManifest(src.dir)) : null;
   if (p.flag('json')) {
-    process.stdout.write(JSON.stringify({ model: src.dir, ...s }, null, 2) + '\n');
+    process.stdout.write(JSON.stringify({ model: src.dir, ...s, ...(compression ? { compression } : {}) }, null, 2) + '\n');
     return;
   }
   const rows: [string, string][] = [
@@ -38,6 +42,37 @@ export async function inspectCommand(argv: string[]): Promise<void> {
     ['routed-expert bytes', `${fmtBytes(s.bytes.routedExperts)} (${(100 * s.bytes.routedShare).toFixed(1)}% of the checkpoint)`],
   );
   process.stdout.write(table(rows) + '\n');
+  if (compression) process.stdout.write('\n' + compressionText(compression, p.flag('plan')) + '\n');
+}
+
+/** "q3s-g128 ×6, q2a-g128 ×2": a matrix kind's labels by how many experts use them. */
+function counts(c: Record<string, number>): string {
+  return Object.entries(c).sort((a, b) => b[1] - a[1]).map(([k, v]) => `${k} ×${v}`).join(', ');
+}
+
+function compressionText(c: ReturnType<typeof modelChoices>, plan: boolean): string {
+  const out = [`compressed with ${c.method} at budget ${c.budget}: ${(100 * c.storedFraction).toFixed(2)}% of the bf16 expert bytes stored`];
+  const rows = c.layers.map((l) => [String(l.layer), l.method, l.storedFraction.toFixed(4), ...MATRICES.map((m) => counts(l.matrices[m]))]);
+  out.push(grid(['layer', 'method', 'stored', 'gate', 'up', 'down'], rows));
+  const autoLayers = c.layers.filter((l) => l.method === 'auto');
+  if (autoLayers.length) out.push('', autoNotes(autoLayers));
+  if (plan) {
+    for (const l of c.layers) {
+      out.push('', `layer ${l.layer}, per expert:`);
+      out.push(grid(['expert', 'gate', 'up', 'down'], l.plan.map((r, e) => [String(e), ...r])));
+    }
+  }
+  return out.join('\n');
+}
+
+function autoNotes(layers: LayerChoices[]): string {
+  const rows = layers.map((l) => {
+    const d = l.details as { proxy?: string; base?: string | null; spread?: number; bitsPerWeight?: Record<string, number>; gptqMatrices?: number; unreachedExperts?: number[] };
+    const bits = d.bitsPerWeight ? MATRICES.map((m) => d.bitsPerWeight![m].toFixed(2)).join(' / ') : '';
+    const unreached = d.unreachedExperts?.length ? d.unreachedExperts.join(',') : '—';
+    return [String(l.layer), d.proxy ?? '', d.base ?? 'none', d.spread?.toFixed(3) ?? '', bits, String(d.gptqMatrices ?? 0), unreached];
+  });
+  return grid(['layer', 'auto error proxy', 'base', 'spread', 'bits/w gate/up/down', 'gptq', 'unreached experts'], rows);
 }
 
 /** Active parameters per token; with compressed experts, before and after (K full vs K − m full + vectors). */

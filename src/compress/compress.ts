@@ -17,6 +17,8 @@ import { LayerStore, type BaseKind, type Method, type MethodOptions } from './me
 import { methodByName } from './methods/index.js';
 import type { LayerRecord } from './parts.js';
 import type { CompressProfile } from './profile.js';
+import { calibrate, type CalibrationRequest } from './calib/source.js';
+import type { Calibration } from './calib/types.js';
 
 export interface CompressRequest {
   model: string;
@@ -35,13 +37,21 @@ export interface CompressRequest {
   onProgress?: ProgressFn;
   /** Filled with where the time went (alignment GEMMs and assignment, reads, writes, per layer). */
   profile?: CompressProfile;
+  /** Calibration text (issue 5): activation statistics for calibration-aware methods; absent: data-free. */
+  calib?: CalibrationRequest;
 }
 
 /** Files copied unchanged next to the weights. */
 const SIDE_FILES = ['config.json', 'tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'generation_config.json'];
 
 function runKey(req: CompressRequest, layers: number[]): string {
-  return JSON.stringify({ model: resolve(req.model), method: req.method, budget: req.budget, seed: req.seed ?? 0, base: req.base ?? 'mean', baseFrom: req.baseFrom ?? null, layers, alignIters: req.alignIters ?? 8 });
+  return JSON.stringify({ model: resolve(req.model), method: req.method, budget: req.budget, seed: req.seed ?? 0, base: req.base ?? 'mean', baseFrom: req.baseFrom ?? null, layers, alignIters: req.alignIters ?? 8, calib: calibrationLabel(req.calib, null) });
+}
+
+/** What the manifest records: the calibration's source, windows and seed, or 'data-free'. */
+function calibrationLabel(req: CalibrationRequest | undefined, calib: Calibration | null): unknown {
+  if (!req) return 'data-free';
+  return { source: req.file, windows: calib?.windows ?? req.windows ?? 64, windowSize: calib?.windowSize ?? req.windowSize ?? 256, seed: calib?.seed ?? req.seed ?? 0 };
 }
 
 /** The dense model's FFN of one layer (only its three tensors are read), checked against the experts' shape. */
@@ -86,6 +96,7 @@ export async function compress(req: CompressRequest): Promise<Manifest> {
   const records: LayerRecord[] = [];
   const seed = req.seed ?? 0;
   const dense = req.baseFrom ? openModel(req.baseFrom) : null;
+  const calibration = req.calib ? await calibrate(req.model, req.calib, req.onProgress) : null;
   try {
     for (const [i, layer] of layers.entries()) {
       const recFile = join(partial, `layer-${layer}.json`);
@@ -93,7 +104,7 @@ export async function compress(req: CompressRequest): Promise<Manifest> {
         records.push(JSON.parse(readFileSync(recFile, 'utf8')));
       } else {
         const t0 = performance.now();
-        const opts: MethodOptions = { budget: req.budget, seed, base, denseBase: dense ? denseBaseFor(dense, layer, I, H) : null, alignIters: req.alignIters ?? 8, onProgress: req.onProgress, profile: req.profile };
+        const opts: MethodOptions = { budget: req.budget, seed, base, denseBase: dense ? denseBaseFor(dense, layer, I, H) : null, alignIters: req.alignIters ?? 8, onProgress: req.onProgress, profile: req.profile, calib: calibration?.layers.get(layer) ?? null };
         const rec = await compressOneLayer(src, layer, partial, opts, method.compressLayer, req.profile);
         writeAtomic(recFile, (tmp) => writeFileSync(tmp, JSON.stringify(rec)));
         records.push(rec);
@@ -104,7 +115,7 @@ export async function compress(req: CompressRequest): Promise<Manifest> {
   } finally {
     dense?.checkpoint.close();
   }
-  const manifest = finish(src, req, partial, layers, records);
+  const manifest = finish(src, req, partial, layers, records, calibration);
   src.checkpoint.close();
   if (existsSync(out)) rmSync(out, { recursive: true, force: true });
   renameSync(partial, out);
@@ -143,7 +154,7 @@ function writeAtomic(file: string, write: (tmp: string) => void): void {
 }
 
 /** Copy the untouched tensors and side files, write the index and manifest. */
-function finish(src: ModelSource, req: CompressRequest, dir: string, layers: number[], records: LayerRecord[]): Manifest {
+function finish(src: ModelSource, req: CompressRequest, dir: string, layers: number[], records: LayerRecord[], calib: Calibration | null): Manifest {
   const skip = expertHubNames(src, layers);
   const ck = src.checkpoint;
   const restNames = ck.names().filter((n) => !skip.has(n));
@@ -174,7 +185,7 @@ function finish(src: ModelSource, req: CompressRequest, dir: string, layers: num
     method: req.method,
     budget: req.budget,
     seed: req.seed ?? 0,
-    options: { base: req.base ?? 'mean', baseFrom: req.baseFrom ?? null, layers, alignIters: req.alignIters ?? 8 },
+    options: { base: req.base ?? 'mean', baseFrom: req.baseFrom ?? null, layers, alignIters: req.alignIters ?? 8, calibration: calibrationLabel(req.calib, calib) },
     source: {
       dir: resolve(src.dir),
       modelType: src.config.modelType,

@@ -5,6 +5,7 @@ import { MoepressError } from '../io/errors.js';
 import { readFullyAt, writeFullyAt } from '../io/fileio.js';
 import { SafetensorsWriter } from '../io/safetensors-writer.js';
 import type { ProgressFn } from '../progress.js';
+import type { LayerCalib } from './calib/types.js';
 import type { ExpertSource } from './experts-io.js';
 import type { LayerRecord } from './parts.js';
 import type { CompressProfile } from './profile.js';
@@ -150,6 +151,11 @@ export interface MethodOptions {
   onProgress?: ProgressFn;
   /** Where the methods add their alignment GEMM and assignment time (benchmarks). */
   profile?: CompressProfile;
+  /**
+   * This layer's activation statistics (calib/types.ts) when the run has calibration text; null or
+   * absent: data-free. Methods that use it record `calib` in the layer's choices.
+   */
+  calib?: LayerCalib | null;
 }
 
 export interface Method {

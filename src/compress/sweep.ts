@@ -1,6 +1,8 @@
 /**
  * Quality sweep: every method at every budget on a model, perplexity vs stored bytes, measured with
- * the evaluation protocol (perplexity.ts). Compressed models go to a temporary directory.
+ * the evaluation protocol (perplexity.ts). Compressed models go to a temporary directory. Methods
+ * named in `calibrated` get the calibration (collected once per model into a cache file in that
+ * directory, then reused), the others run data-free.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
@@ -10,6 +12,7 @@ import type { ProgressFn } from '../progress.js';
 import { loadModel } from '../runtime/load-model.js';
 import { perplexity } from '../runtime/perplexity.js';
 import { Transformer } from '../runtime/transformer.js';
+import type { CalibrationRequest } from './calib/source.js';
 import { compress } from './compress.js';
 
 export interface SweepRow {
@@ -19,6 +22,8 @@ export interface SweepRow {
   /** Fraction of bf16 expert bytes actually stored (null: the method refused this budget). */
   stored: number | null;
   perplexity: number | null;
+  /** Whether this run had calibration statistics. */
+  calibrated: boolean;
   /** Perplexity relative to the uncompressed model, in percent. */
   lossPercent: number | null;
   compressSeconds: number | null;
@@ -32,6 +37,10 @@ export interface SweepOptions {
   windows: number;
   seed?: number;
   onProgress?: ProgressFn;
+  /** Calibration text and options, for the methods in `calibrated` (the cache file is the sweep's own). */
+  calib?: Omit<CalibrationRequest, 'cache'>;
+  /** Methods that get the calibration (default: auto). */
+  calibrated?: string[];
   /** Called with each row as it is measured. */
   onRow?: (r: SweepRow) => void;
 }
@@ -48,7 +57,7 @@ export async function qualitySweep(model: string, name: string, opts: SweepOptio
     rows.push(r);
     opts.onRow?.(r);
   };
-  push({ model: name, method: 'original', budget: 1, stored: 1, perplexity: base, lossPercent: 0, compressSeconds: 0 });
+  push({ model: name, method: 'original', budget: 1, stored: 1, perplexity: base, calibrated: false, lossPercent: 0, compressSeconds: 0 });
   const tmp = mkdtempSync(join(os.tmpdir(), 'moepress-sweep-'));
   const total = opts.methods.length * opts.budgets.length;
   let done = 0;
@@ -56,15 +65,16 @@ export async function qualitySweep(model: string, name: string, opts: SweepOptio
     for (const method of opts.methods) {
       for (const budget of opts.budgets) {
         const out = join(tmp, `${method}-${budget}`);
+        const calib = opts.calib && (opts.calibrated ?? ['auto']).includes(method) ? { ...opts.calib, cache: join(tmp, 'calibration.safetensors') } : undefined;
         const t0 = performance.now();
         try {
-          const m = await compress({ model, out, method, budget, seed: opts.seed ?? 0 });
+          const m = await compress({ model, out, method, budget, seed: opts.seed ?? 0, calib });
           const secs = (performance.now() - t0) / 1000;
           const p = await ppl(out, opts.ids, opts.windows);
-          push({ model: name, method, budget, stored: m.bytes.fraction, perplexity: p, lossPercent: 100 * (p / base - 1), compressSeconds: secs });
+          push({ model: name, method, budget, stored: m.bytes.fraction, perplexity: p, calibrated: !!calib, lossPercent: 100 * (p / base - 1), compressSeconds: secs });
         } catch (e) {
           if (!(e instanceof MoepressError)) throw e;
-          push({ model: name, method, budget, stored: null, perplexity: null, lossPercent: null, compressSeconds: null, note: e.detail });
+          push({ model: name, method, budget, stored: null, perplexity: null, calibrated: !!calib, lossPercent: null, compressSeconds: null, note: e.detail });
         } finally {
           rmSync(out, { recursive: true, force: true });
         }

@@ -20,8 +20,12 @@ export function denseFfnWeights(w: Weights, prefix: string, H: number): FfnWeigh
   return { gate: gate.data, up: w.get(`${prefix}.up`).data, down: w.get(`${prefix}.down`).data, F: gate.shape[0], H };
 }
 
-/** Per-token routing statistics, for analysis (how often each expert is chosen). */
-export type RouteObserver = (layer: number, routes: Routes, T: number) => void;
+/**
+ * Per-token routing statistics, for analysis (how often each expert is chosen); `h` is the block's
+ * input [T, H] (after ffn_norm), the experts' input, for calibration (compress/calib/collect.ts).
+ * Observers must not keep `h` beyond the call without copying it.
+ */
+export type RouteObserver = (layer: number, routes: Routes, T: number, h: Float32Array) => void;
 
 /** One batch's routing: which experts run on which tokens with which gate (T tokens). */
 export interface MoePlan {
@@ -39,7 +43,7 @@ export async function planMoe(cfg: ModelConfig, w: Weights, l: number, h: Float3
   const p = `layers.${l}.moe`;
   const logits = await linear(h, w.get(`${p}.router.weight`).data, T, E, H, w.opt(`${p}.router.bias`) ?? undefined);
   const routes = route(logits, T, E, moe.routing, topK ?? moe.routing.topK, w.opt(`${p}.router.correction_bias`));
-  observe?.(l, routes, T);
+  observe?.(l, routes, T, h);
   const split = ce ? splitRoutes(routes, T, ce, H, moe.intermediate) : null;
   return { T, run: split ? split.full : routes, split };
 }

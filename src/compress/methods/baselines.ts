@@ -9,6 +9,9 @@ import { budgetError, type LayerStore, type Method, type MethodOptions } from '.
 import { MATRICES, matrixShape, type ExpertParts } from '../parts.js';
 import { storedBytes } from '../quant/codec.js';
 import { chooseCodec, minimumBudget } from '../quant/select.js';
+import { hessianFor } from '../calib/hessian.js';
+import { CalibratedQuantizer, GPTQ_GROUPS } from '../calib/quantize.js';
+import { whitenedLowRank } from '../calib/whiten.js';
 import { RecordBuilder } from './record.js';
 import { sparseCapacity, storeTopMagnitude } from './store-helpers.js';
 
@@ -22,12 +25,17 @@ function svdRank(I: number, H: number, budget: number): number {
 async function compressBaseline(kind: Kind, x: ExpertSource, store: LayerStore, opts: MethodOptions) {
   const n = x.I * x.H;
   const choices: Record<string, unknown> = {};
-  const codec = kind === 'quant' ? chooseCodec(opts.budget, { rtn: true, n }) : null;
+  // With calibration: GPTQ onto MSE-fitted group scales, groups down to 16 values so the budget is
+  // spent; data-free: the round-to-nearest baseline.
+  const calibrated = kind === 'quant' && !!opts.calib;
+  const codec = kind === 'quant' ? chooseCodec(opts.budget, calibrated ? { n, groupSizes: GPTQ_GROUPS } : { rtn: true, n }) : null;
+  const quantizer = new CalibratedQuantizer(calibrated ? opts.calib! : null, x.I, x.H);
   const rank = svdRank(x.I, x.H, opts.budget);
   const count = sparseCapacity(n, Math.floor(opts.budget * 2 * n));
   if (codec) choices.codec = codec.id;
   if (kind === 'svd') choices.rank = rank;
   if (kind === 'prune') choices.density = count / n;
+  const uncalibrated = new Set<number>();
   const builder = new RecordBuilder(x, store, kind, null);
   const buf = expertBuffers(x); // one expert's buffers, reused for every expert
   for (let e = 0; e < x.E; e++) {
@@ -37,10 +45,15 @@ async function compressBaseline(kind: Kind, x: ExpertSource, store: LayerStore, 
       const [out, inp] = matrixShape(m, x.I, x.H);
       if (kind === 'prune') parts[m].push(storeTopMagnitude(store, `e${e}.${m}`, w[m], count));
       else if (kind === 'quant') {
-        const ref = store.put(`e${e}.${m}.q`, { dtype: 'U8', shape: [storedBytes(codec!, n)], data: codec!.quantize(w[m]) });
+        const ref = store.put(`e${e}.${m}.q`, { dtype: 'U8', shape: [storedBytes(codec!, n)], data: quantizer.quantize(w[m], m, e, codec!) });
         parts[m].push({ kind: 'quant', codec: codec!.id, ref });
       } else {
-        const f = await lowRank(w[m], out, inp, rank, accurateSvdOptions(rank, out, inp, opts.seed + e));
+        // With calibration: the rank-r factors that minimise the output error on the expert's own
+        // inputs (calib/whiten.ts); uncalibrated experts and data-free runs: the plain SVD.
+        const hess = kind === 'svd' && opts.calib ? hessianFor(opts.calib.experts[e], m, inp) : null;
+        if (kind === 'svd' && opts.calib && !hess) uncalibrated.add(e);
+        const f = hess ? await whitenedLowRank(w[m], out, inp, hess, rank, { seed: opts.seed + e })
+          : await lowRank(w[m], out, inp, rank, accurateSvdOptions(rank, out, inp, opts.seed + e));
         const left = store.put(`e${e}.${m}.left`, { dtype: 'BF16', shape: [out, rank], data: fromFloat32(f.left, 'BF16') });
         const right = store.put(`e${e}.${m}.right`, { dtype: 'BF16', shape: [rank, inp], data: fromFloat32(f.right, 'BF16') });
         parts[m].push({ kind: 'lowrank', left, right, rank, transposed: false });
@@ -48,6 +61,9 @@ async function compressBaseline(kind: Kind, x: ExpertSource, store: LayerStore, 
     }
     builder.add(e, parts, w);
   }
+  const calib = quantizer.choices();
+  if (calib) choices.calib = calib;
+  if (kind === 'svd' && opts.calib) choices.calib = { mode: 'whitened', uncalibrated: [...uncalibrated].sort((a, b) => a - b) };
   return builder.finish(choices);
 }
 
@@ -69,5 +85,5 @@ function baseline(kind: Kind, summary: string): Method {
 }
 
 export const prune = baseline('prune', 'baseline: keep the largest-magnitude weights of each expert matrix');
-export const svd = baseline('svd', 'baseline: truncated SVD of each expert matrix at rank budget·I·H/(I+H)');
-export const quant = baseline('quant', 'baseline: round-to-nearest int-k with group-wise scales');
+export const svd = baseline('svd', 'baseline: truncated SVD of each expert matrix at rank budget·I·H/(I+H); with --calib: activation-whitened');
+export const quant = baseline('quant', 'baseline: round-to-nearest int-k with group-wise scales; with --calib: GPTQ onto MSE-fitted scales');

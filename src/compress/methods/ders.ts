@@ -15,6 +15,7 @@ import { MATRICES, type ExpertParts, type MatrixName, type MatrixPart } from '..
 import { chooseCodec, chooseScaleDtype, minimumBudget } from '../quant/select.js';
 import { storedBytes, type BlockCodec } from '../quant/codec.js';
 import { seededPositions } from '../sparse.js';
+import { CalibratedQuantizer } from '../calib/quantize.js';
 import { RecordBuilder } from './record.js';
 import { sparseCapacity, storeBase, storeSparse, storeTopMagnitude, subtract } from './store-helpers.js';
 import { alignedBase, permuteMatrix } from './aligned.js';
@@ -40,7 +41,7 @@ function minQuantFraction(): number {
 type DeltaPlan =
   | { kind: 'drop'; q: number }
   | { kind: 'magnitude'; count: number }
-  | { kind: 'quant'; codec: BlockCodec | null; bytes: number };
+  | { kind: 'quant'; codec: BlockCodec | null; bytes: number; quantizer: CalibratedQuantizer };
 
 function planDeltas(kind: Delta, x: ExpertSource, opts: MethodOptions, left: number, overhead: number, choices: Record<string, unknown>): DeltaPlan {
   const n = x.I * x.H;
@@ -59,7 +60,8 @@ function planDeltas(kind: Delta, x: ExpertSource, opts: MethodOptions, left: num
     return { kind, count };
   }
   // The codec is chosen on expert 0's gate delta, when the expert pass reaches it.
-  return { kind, codec: null, bytes: left };
+  // With calibration the deltas are quantized by GPTQ against each expert's own inputs.
+  return { kind, codec: null, bytes: left, quantizer: new CalibratedQuantizer(opts.calib ?? null, x.I, x.H) };
 }
 
 async function compressDers(kind: Delta, x: ExpertSource, store: LayerStore, opts: MethodOptions) {
@@ -79,7 +81,10 @@ async function compressDers(kind: Delta, x: ExpertSource, store: LayerStore, opt
   if (left <= 0) throw budgetError(`ders-${kind}`, opts.budget, (store.bytes() + permBytes) / ref, 'the shared base');
   const choices: Record<string, unknown> = { base: baseLabel(opts.base, opts.denseBase !== null) };
   if (aligned) choices.alignIters = iters;
-  const plan = planDeltas(kind, x, opts, left, store.bytes() + permBytes, choices);
+  // Aligned experts are permuted along I, their down inputs with them: the collected Σ a aᵀ would
+  // need the same permutation, so alignment runs data-free for now (recorded).
+  if (aligned && opts.calib) choices.calib = 'not used with --base aligned';
+  const plan = planDeltas(kind, x, aligned ? { ...opts, calib: null } : opts, left, store.bytes() + permBytes, choices);
   const n = x.I * x.H;
   const buf = expertBuffers(x); // one expert's buffers, reused for every expert
   for (let e = 0; e < x.E; e++) {
@@ -92,6 +97,8 @@ async function compressDers(kind: Delta, x: ExpertSource, store: LayerStore, opt
     });
     builder.add(e, parts, w);
   }
+  const calib = plan.kind === 'quant' ? plan.quantizer.choices() : null;
+  if (calib) choices.calib = calib;
   return builder.finish(choices);
 }
 
@@ -110,7 +117,7 @@ function storeDelta(plan: DeltaPlan, store: LayerStore, x: ExpertSource, opts: M
     plan.codec = chooseCodec(plan.bytes / referenceBytes(x.E, x.I, x.H), { n, scaleDtype: chooseScaleDtype(delta, 4, 64) });
     choices.codec = plan.codec.id;
   }
-  const ref = store.put(`${local}.q`, { dtype: 'U8', shape: [storedBytes(plan.codec, n)], data: plan.codec.quantize(delta) });
+  const ref = store.put(`${local}.q`, { dtype: 'U8', shape: [storedBytes(plan.codec, n)], data: plan.quantizer.quantize(delta, m, e, plan.codec) });
   return { kind: 'quant', codec: plan.codec.id, ref };
 }
 

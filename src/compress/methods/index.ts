@@ -1,11 +1,12 @@
 /** Every compression method by name. */
 import { MoepressError } from '../../io/errors.js';
 import type { Method } from '../method.js';
+import { auto } from './auto.js';
 import { prune, quant, svd } from './baselines.js';
 import { dersDrop, dersMagnitude, dersQuant } from './ders.js';
 import { merge, resmoePrune, resmoeSvd } from './resmoe.js';
 
-export const METHODS: readonly Method[] = [dersDrop, dersMagnitude, dersQuant, resmoePrune, resmoeSvd, prune, svd, quant, merge];
+export const METHODS: readonly Method[] = [dersDrop, dersMagnitude, dersQuant, resmoePrune, resmoeSvd, prune, svd, quant, merge, auto];
 
 export function methodByName(name: string): Method {
   const m = METHODS.find((x) => x.name === name);

@@ -1,0 +1,85 @@
+/**
+ * Where calibration comes from: a text file the user gives (plain or .gz; e.g. a slice of the
+ * training corpus, never the test text), tokenized with the model's tokenizer, seeded windows, the
+ * original model run once; or a cache file from an earlier run with the same options.
+ *
+ *   readCalibrationText(file, maxChars = 4 Mi) -> the first ≈maxChars characters, cut at a line start
+ *   calibrate(modelDir, req, onProgress?) -> Calibration (reads req.cache when it matches, writes it otherwise)
+ *
+ * Only the text's first maxChars are tokenized (the windows are drawn from them): enough for 64-256
+ * windows of 256 tokens, and a 40 MB corpus need not be tokenized whole.
+ */
+import { createReadStream, existsSync, statSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { createGunzip } from 'node:zlib';
+import { MoepressError } from '../../io/errors.js';
+import type { ProgressFn } from '../../progress.js';
+import { loadModel } from '../../runtime/load-model.js';
+import { loadTokenizer } from '../../runtime/tokenizer.js';
+import { Transformer } from '../../runtime/transformer.js';
+import { loadCalibration, saveCalibration } from './cache.js';
+import { collectCalibration } from './collect.js';
+import type { Calibration } from './types.js';
+
+export interface CalibrationRequest {
+  /** Calibration text (plain or .gz). */
+  file: string;
+  windows?: number;
+  windowSize?: number;
+  seed?: number;
+  maxChars?: number;
+  maxFullI?: number;
+  /** Cache file: read when its options match, else written after collecting. */
+  cache?: string;
+}
+
+export async function readCalibrationText(file: string, maxChars = 4 << 20): Promise<string> {
+  if (!existsSync(file) || !statSync(file).isFile()) throw new MoepressError('calibration text file not found', { file });
+  const raw = createReadStream(file);
+  const stream = file.endsWith('.gz') ? raw.pipe(createGunzip()) : raw;
+  raw.on('error', (e) => stream.destroy(e));
+  stream.setEncoding('utf8');
+  let text = '';
+  try {
+    for await (const chunk of stream as AsyncIterable<string>) {
+      text += chunk;
+      if (text.length >= maxChars) break;
+    }
+  } catch (e) {
+    throw new MoepressError(`cannot read the calibration text (${(e as Error).message})`, { file });
+  } finally {
+    raw.destroy();
+  }
+  if (text.length > maxChars) {
+    // cut after a newline followed by a non-space, where the tokenizer splits anyway
+    let cut = -1;
+    for (let p = maxChars; p > 0; p--) if (text.charCodeAt(p - 1) === 10 && !/\s/.test(text[p])) { cut = p; break; }
+    text = text.slice(0, cut > 0 ? cut : maxChars);
+  }
+  if (!/\S/.test(text)) throw new MoepressError('the calibration text file is empty', { file });
+  return text;
+}
+
+function cacheKey(modelDir: string, req: CalibrationRequest): string {
+  return JSON.stringify({ model: resolve(modelDir), file: resolve(req.file), windows: req.windows ?? 64, windowSize: req.windowSize ?? 256, seed: req.seed ?? 0, maxChars: req.maxChars ?? 4 << 20, maxFullI: req.maxFullI ?? 4096 });
+}
+
+export async function calibrate(modelDir: string, req: CalibrationRequest, onProgress?: ProgressFn): Promise<Calibration> {
+  const key = cacheKey(modelDir, req);
+  if (req.cache && existsSync(req.cache)) {
+    const got = loadCalibration(req.cache);
+    if (got.key === key) return got.calib;
+  }
+  const text = await readCalibrationText(req.file, req.maxChars);
+  const ids = loadTokenizer(modelDir).encode(text);
+  const m = loadModel(modelDir);
+  try {
+    if (m.manifest) throw new MoepressError('calibration runs the original model; this directory is already compressed', { file: modelDir });
+    const model = new Transformer(m.config, m.weights, m.banks);
+    const calib = await collectCalibration(model, ids, { windows: req.windows, windowSize: req.windowSize, seed: req.seed, maxFullI: req.maxFullI, source: req.file, onProgress });
+    if (req.cache) saveCalibration(req.cache, calib, key);
+    return calib;
+  } finally {
+    m.checkpoint.close();
+  }
+}

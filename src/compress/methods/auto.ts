@@ -1,0 +1,189 @@
+/**
+ * auto: per expert matrix, the encoding (codec, bits, group size; direct or as a delta from a
+ * shared base) that minimises the layer's estimated output error under the byte budget, with
+ * bits allocated by measured sensitivity and, with calibration, by how often and how strongly the
+ * router uses each expert (auto/weighting.ts). Three passes over the layer's experts, one expert in
+ * memory at a time:
+ *   1. measure every direct candidate of every matrix (auto/candidates.ts), accumulate the mean
+ *   2. only when the experts are similar (spread < SIMILAR_SPREAD, as in upcycled MoEs): measure
+ *      the delta candidates against the bf16 mean as a shared base
+ *   3. allocate bytes (auto/allocate.ts) with and without the base, keep the lower estimated
+ *      error, and encode the chosen candidates
+ * The budget is a hard cap on the bytes stored for the layer, checked on the bytes written.
+ */
+import { MoepressError } from '../../io/errors.js';
+import { fromFloat32, toFloat32 } from '../../tensor/convert.js';
+import { allocate, type Allocation } from '../auto/allocate.js';
+import { candidateLabel, cheapestFraction, COMPOUNDING, DEFAULT_FAMILY, measureCandidates, type Candidate } from '../auto/candidates.js';
+import { calibratedWeighting, codecImportance, dataFreeWeighting, layerContext, type ExpertWeighting, type ProxyKind } from '../auto/weighting.js';
+import { gptqApplies, gptqQuantize } from '../calib/gptq.js';
+import { hessianError, hessianFor } from '../calib/hessian.js';
+import type { LayerCalib } from '../calib/types.js';
+import { expertBuffers, readExpert, type ExpertSource } from '../experts-io.js';
+import { budgetError, referenceBytes, type LayerStore, type Method, type MethodOptions } from '../method.js';
+import { MATRICES, matrixShape, type ExpertParts, type MatrixName, type MatrixPart } from '../parts.js';
+import { codecById, storedBytes, type BlockCodec } from '../quant/codec.js';
+import { RecordBuilder } from './record.js';
+import { storeBase, subtract } from './store-helpers.js';
+
+/** Σ‖W_e − mean‖² / Σ‖W_e‖² below which the shared-base candidates are measured (from-scratch experts: ≈ 1 − 1/E). */
+export const SIMILAR_SPREAD = 0.5;
+
+/** This layer's calibration (MethodOptions.calib), checked against the experts' shape; null: data-free. */
+function layerCalib(opts: MethodOptions, x: ExpertSource): LayerCalib | null {
+  const l = (opts as { calib?: LayerCalib | null }).calib ?? null;
+  if (!l) return null;
+  if (l.layer !== x.layer || l.E !== x.E || l.I !== x.I || l.H !== x.H) {
+    throw new MoepressError(`calibration for layer ${l.layer} has experts [E=${l.E}, I=${l.I}, H=${l.H}], but layer ${x.layer} has [E=${x.E}, I=${x.I}, H=${x.H}]`);
+  }
+  return l;
+}
+
+function check(E: number, I: number, H: number, budget: number): void {
+  const min = Math.min(cheapestFraction(DEFAULT_FAMILY, I * H), 1 / E);
+  if (budget < min) throw budgetError('auto', budget, min, 'the cheapest codec (or a shared base alone)');
+}
+
+interface Plan {
+  /** items[e * 3 + mi]: the candidates of expert e's matrix MATRICES[mi]. */
+  items: Candidate[][];
+  alloc: Allocation;
+  base: boolean;
+}
+
+/**
+ * The stored bytes of one matrix (or delta) v: [out, in]. With a Hessian (a calibrated expert)
+ * and a codec whose blocks tile rows, GPTQ's error-compensated codes when their output error
+ * tr(ΔW H ΔWᵀ) is lower than the plain codec's (it nearly always is), else the codec's own.
+ */
+function encodeMatrix(v: Float32Array, out: number, inp: number, codec: BlockCodec, importance: Float32Array | undefined, hess: Float64Array | null): { packed: Uint8Array; gptq: boolean } {
+  const plain = codec.quantize(v, importance);
+  if (!hess || !gptqApplies(codec, inp)) return { packed: plain, gptq: false };
+  const g = gptqQuantize(v, out, inp, hess, codec);
+  const plainErr = hessianError(v, codec.dequantize(plain, out * inp), hess);
+  const gptqErr = hessianError(v, g.dequantized, hess);
+  return gptqErr < plainErr ? { packed: g.packed, gptq: true } : { packed: plain, gptq: false };
+}
+
+async function compressAuto(x: ExpertSource, store: LayerStore, opts: MethodOptions) {
+  const { E, I, H } = x;
+  const n = I * H;
+  const cap = Math.floor(opts.budget * referenceBytes(E, I, H));
+  const calib = layerCalib(opts, x);
+  const ctx = calib ? layerContext(calib) : null;
+  const proxy: ProxyKind = ctx ? 'calibrated-diag-hessian' : 'data-free-relative-frobenius';
+  const family = DEFAULT_FAMILY;
+  const weightings: ExpertWeighting[] = [];
+  const buf = expertBuffers(x);
+
+  // pass 1: direct candidates; the mean of the experts (float64) and their energy
+  const direct: Candidate[][] = [];
+  const acc: Record<MatrixName, Float64Array> = { gate: new Float64Array(n), up: new Float64Array(n), down: new Float64Array(n) };
+  let energy = 0;
+  for (let e = 0; e < E; e++) {
+    const w = readExpert(x, e, buf);
+    const wt = ctx ? calibratedWeighting(ctx, e, w) : dataFreeWeighting(w);
+    weightings.push(wt);
+    for (const m of MATRICES) {
+      const [out, inp] = matrixShape(m, I, H);
+      direct.push(measureCandidates(w[m], w[m], null, out, inp, wt[m], family));
+      const a = acc[m];
+      const v = w[m];
+      for (let i = 0; i < n; i++) {
+        a[i] += v[i];
+        energy += v[i] * v[i];
+      }
+    }
+    opts.onProgress?.({ task: `auto layer ${x.layer}: measure`, done: e + 1, total: E, unit: 'experts' });
+  }
+  // bf16-rounded mean: exactly what storeBase will store and deltas are taken against
+  const base = {} as Record<MatrixName, Float32Array>;
+  let meanEnergy = 0;
+  for (const m of MATRICES) {
+    const f = Float32Array.from(acc[m], (v) => v / E);
+    base[m] = toFloat32({ dtype: 'BF16', shape: [n], data: fromFloat32(f, 'BF16') });
+    for (let i = 0; i < n; i++) meanEnergy += f[i] * f[i];
+  }
+  const spread = energy > 0 ? (energy - E * meanEnergy) / energy : 0;
+
+  // Budgets below the cheapest codec but above 1/E fit only with the base (the check allows them).
+  const minDirect = direct.reduce((sum, c) => sum + Math.min(...c.map((o) => o.bytes)), 0);
+  let plan: Plan | null = minDirect <= cap ? { items: direct, alloc: allocate(direct, cap), base: false } : null;
+  const directError = plan?.alloc.error ?? null;
+  let baseError: number | null = null;
+  const baseBytes = 3 * n * 2;
+  if (E >= 2 && baseBytes <= cap && (spread < SIMILAR_SPREAD || !plan)) {
+    // pass 2: delta candidates against the shared base, beside the direct ones
+    const items: Candidate[][] = [];
+    for (let e = 0; e < E; e++) {
+      const w = readExpert(x, e, buf);
+      MATRICES.forEach((m, mi) => {
+        const [out, inp] = matrixShape(m, I, H);
+        items.push([...direct[e * 3 + mi], ...measureCandidates(w[m], subtract(w[m], base[m]), base[m], out, inp, weightings[e][m], family)]);
+      });
+    }
+    const alloc = allocate(items, cap - baseBytes);
+    baseError = alloc.error;
+    if (!plan || alloc.error < plan.alloc.error) plan = { items, alloc, base: true };
+  }
+  if (!plan) throw budgetError('auto', opts.budget, Math.min(minDirect, baseBytes) / referenceBytes(E, I, H), 'the cheapest codec on every matrix (or a shared base alone)');
+  const chosen = plan;
+
+  // pass 3: encode the chosen candidates
+  const builder = new RecordBuilder(x, store, 'auto', null);
+  let shared: Record<MatrixName, MatrixPart> | null = null;
+  let rounded: Record<MatrixName, Float32Array> | null = null;
+  if (chosen.base) {
+    const s = storeBase(store, 'base', base, I, H);
+    for (const m of MATRICES) builder.share(s.refs[m], s.rounded[m]);
+    shared = s.parts;
+    rounded = s.rounded;
+  }
+  const labels: string[][] = [];
+  let gptqMatrices = 0;
+  const bits: Record<MatrixName, number> = { gate: 0, up: 0, down: 0 };
+  for (let e = 0; e < E; e++) {
+    const w = readExpert(x, e, buf);
+    const parts: ExpertParts = { gate: [], up: [], down: [] };
+    const row: string[] = [];
+    MATRICES.forEach((m, mi) => {
+      const [out, inp] = matrixShape(m, I, H);
+      const c = chosen.items[e * 3 + mi][chosen.alloc.choice[e * 3 + mi]];
+      row.push(candidateLabel(c));
+      bits[m] += (8 * c.bytes) / (n * E);
+      if (c.delta) parts[m].push(shared![m]);
+      if (c.codec === null) return;
+      const codec = codecById(c.codec);
+      const v = c.delta ? subtract(w[m], rounded![m]) : w[m];
+      const hess = calib ? hessianFor(calib.experts[e], m) : null;
+      const enc = encodeMatrix(v, out, inp, codec, codecImportance(weightings[e][m], out, inp), hess);
+      if (enc.gptq) gptqMatrices++;
+      const data = enc.packed;
+      const ref = store.put(`e${e}.${m}.q`, { dtype: 'U8', shape: [storedBytes(codec, n)], data });
+      parts[m].push({ kind: 'quant', codec: codec.id, ref });
+    });
+    labels.push(row);
+    builder.add(e, parts, w);
+    opts.onProgress?.({ task: `auto layer ${x.layer}: encode`, done: e + 1, total: E, unit: 'experts' });
+  }
+  if (store.bytes() > cap) throw new Error(`auto: layer ${x.layer} stored ${store.bytes()} bytes, over its cap of ${cap}`);
+  return builder.finish({
+    proxy,
+    compounding: COMPOUNDING,
+    base: chosen.base ? 'mean' : null,
+    spread,
+    capBytes: cap,
+    plan: labels,
+    bitsPerWeight: bits,
+    ...(ctx ? { gptqMatrices } : {}),
+    estimatedError: { chosen: chosen.alloc.error, direct: directError, withBase: baseError },
+    ...(ctx ? { calibTokens: calib!.tokens, unreachedExperts: calib!.experts.flatMap((c, e) => (c.tokens === 0 ? [e] : [])) } : {}),
+  });
+}
+
+export const auto: Method = {
+  name: 'auto',
+  summary: 'per expert matrix, the codec/bits/group (direct or base + delta) minimising estimated error under the budget; calibration-weighted when given',
+  check,
+  compressLayer: compressAuto,
+};
