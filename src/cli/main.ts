@@ -8,7 +8,8 @@ const USAGE = `moepress — compress Mixture-of-Experts language models
 usage: moepress <command> [options]
 
 commands:
-  inspect MODEL [--json]                      architecture, sizes, parameter and byte counts
+  inspect MODEL [--plan] [--json]             architecture, sizes, parameter and byte counts; on a
+                                              compressed model the encoding chosen per layer and matrix
   eval MODEL --text FILE [--windows N]        perplexity (256-token windows, as transformers),
        [--top-k K] [--batch B] [--json]        streamed: one layer / one expert in memory at a time
        [--random-tokens N [--seed S]]          N windows of seeded random ids instead of a text
@@ -17,8 +18,9 @@ commands:
        [--max-tokens N] [--temperature T] [--top-p P] [--seed S] [--json]
   compress MODEL --out DIR --method M --budget B  compress the routed experts to a fraction of bf16
        [--base mean|median|aligned|expert:N] [--base-from DENSE_DIR] [--layers 0,2-5]
+       [--calib TEXT [--calib-windows N] [--calib-seed S] [--calib-cache FILE]]
        [--seed S] [--align-iters N] [--resume] [--overwrite] [--json]
-       methods: ders-drop ders-magnitude ders-quant resmoe-prune resmoe-svd prune svd quant merge
+       methods: auto ders-drop ders-magnitude ders-quant resmoe-prune resmoe-svd prune svd quant merge
   analyze MODEL [--base-from DENSE_DIR]        expert similarity and the compression family to use
        [--layers 0,2-5] [--seed S] [--align-iters N] [--json]
   restore DIR --out DENSE_DIR [--dtype bf16|f16|f32]  a plain hub-layout checkpoint again
