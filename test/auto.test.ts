@@ -267,6 +267,14 @@ test('inspect shows the per-layer and per-expert choices of a compressed model (
     assert.equal(c.method, 'auto');
     assert.deepEqual(c.layers[0].plan, plan0);
     assert.equal(c.layers[0].details.proxy, 'data-free-relative-frobenius');
+    // The parameters the compressed experts represent are the original's; their bytes are the stored ones.
+    const orig = spawnSync(process.execPath, [main, 'inspect', dir, '--json'], { encoding: 'utf8' });
+    const o = JSON.parse(orig.stdout);
+    const j = JSON.parse(js.stdout);
+    assert.equal(j.params.total, o.params.total);
+    assert.equal(j.params.routedExperts, o.params.routedExperts);
+    assert.equal(j.params.activePerToken, o.params.activePerToken);
+    assert.equal(j.bytes.routedExperts, m.bytes.stored);
   } finally {
     rmSync(dir, { recursive: true, force: true });
     rmSync(out, { recursive: true, force: true });

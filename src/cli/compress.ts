@@ -91,13 +91,22 @@ export async function compressCommand(argv: string[]): Promise<void> {
   }
   const rows = m.layers.map((l) => {
     const c = l.choices as Record<string, unknown> & { relError?: { all: number } };
-    const detail = Object.entries(c).filter(([k]) => k !== 'relError').map(([k, v]) => `${k}=${typeof v === 'number' ? +v.toPrecision(4) : typeof v === 'object' && v !== null ? JSON.stringify(v) : v}`).join(' ');
+    const detail = Object.entries(c).filter(([k]) => k !== 'relError').map(([k, v]) => choiceText(k, v)).filter((t) => t !== null).join(' ');
     return [String(l.layer), fmtBytes(l.storedBytes), (l.storedBytes / l.referenceBytes).toFixed(4), c.relError ? c.relError.all.toFixed(4) : '-', detail];
   });
   process.stdout.write(grid(['layer', 'stored', 'budget used', 'rel. error', 'choices'], rows) + '\n');
+  if (m.layers.some((l) => Object.entries(l.choices).some(([k, v]) => choiceText(k, v) === null))) {
+    process.stdout.write(`(per-matrix choices: moepress inspect ${p.req('out')} [--plan])\n`);
+  }
   const cal = m.options.calibration as { source: string; windows: number; seed: number } | string;
   process.stdout.write(`\ncalibration: ${typeof cal === 'string' ? cal : `${cal.source}, ${cal.windows} windows, seed ${cal.seed}`}`);
   process.stdout.write(`\n${m.method}: experts stored in ${fmtBytes(m.bytes.stored)} = ${m.bytes.fraction.toFixed(4)} of bf16 (budget ${m.budget}), ${seconds.toFixed(1)} s -> ${p.req('out')}\n`);
+}
+
+/** One layer choice as `key=value` for the table; null for values too long for a table cell (inspect shows them). */
+function choiceText(k: string, v: unknown): string | null {
+  const text = typeof v === 'number' ? String(+v.toPrecision(4)) : typeof v === 'object' && v !== null ? JSON.stringify(v, (_, x) => (typeof x === 'number' ? +x.toPrecision(4) : x)) : String(v);
+  return text.length > 48 ? null : `${k}=${text}`;
 }
 
 /** Runs this long or this big are worth measuring the machine for (half a second) and announcing. */

@@ -90,16 +90,31 @@ export function summarize(cfg: ModelConfig, arch: Architecture, headers: Map<str
   let bytes = 0;
   let routedBytes = 0;
   const byDtype: Record<string, number> = {};
+  // A moepress compressed directory stores the routed experts of its compressed layers as
+  // `moepress.layers.L.*` tensors (codes, scales, factors, bases): their bytes are routed-expert
+  // bytes, and the parameters they represent are the layer's E original experts.
+  const compressedLayers = new Set<number>();
   for (const [name, h] of headers) {
     const n = numel(h.shape);
     const b = n * DTYPE_BYTES[h.dtype];
-    total += n;
     bytes += b;
     byDtype[h.dtype] = (byDtype[h.dtype] ?? 0) + b;
+    const c = /^moepress\.layers\.(\d+)\./.exec(name);
+    if (c) {
+      compressedLayers.add(Number(c[1]));
+      routedBytes += b;
+      continue;
+    }
+    total += n;
     if (routedHub.has(name)) {
       routed += n;
       routedBytes += b;
     }
+  }
+  if (cfg.moe && compressedLayers.size) {
+    const represented = compressedLayers.size * cfg.moe.experts * paramsPerExpert(cfg);
+    total += represented;
+    routed += represented;
   }
   const moe = cfg.moe;
   const K = topK ?? moe?.routing.topK ?? 0;
