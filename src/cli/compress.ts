@@ -91,7 +91,7 @@ export async function compressCommand(argv: string[]): Promise<void> {
   }
   const rows = m.layers.map((l) => {
     const c = l.choices as Record<string, unknown> & { relError?: { all: number } };
-    const detail = Object.entries(c).filter(([k]) => k !== 'relError').map(([k, v]) => choiceText(k, v)).filter((t) => t !== null).join(' ');
+    const detail = m.method === 'auto' ? autoChoiceText(c) : Object.entries(c).filter(([k]) => k !== 'relError').map(([k, v]) => choiceText(k, v)).filter((t) => t !== null).join(' ');
     return [String(l.layer), fmtBytes(l.storedBytes), (l.storedBytes / l.referenceBytes).toFixed(4), c.relError ? c.relError.all.toFixed(4) : '-', detail];
   });
   process.stdout.write(grid(['layer', 'stored', 'budget used', 'rel. error', 'choices'], rows) + '\n');
@@ -107,6 +107,18 @@ export async function compressCommand(argv: string[]): Promise<void> {
 function choiceText(k: string, v: unknown): string | null {
   const text = typeof v === 'number' ? String(+v.toPrecision(4)) : typeof v === 'object' && v !== null ? JSON.stringify(v, (_, x) => (typeof x === 'number' ? +x.toPrecision(4) : x)) : String(v);
   return text.length > 48 ? null : `${k}=${text}`;
+}
+
+/** auto's layer in one cell: bits per weight by matrix kind, GPTQ-coded matrices, the shared base, unreached experts. */
+function autoChoiceText(c: Record<string, unknown>): string {
+  const b = c.bitsPerWeight as Record<string, number> | undefined;
+  const unreached = c.unreachedExperts as number[] | undefined;
+  return [
+    b ? `bits/w gate ${b.gate.toFixed(2)} up ${b.up.toFixed(2)} down ${b.down.toFixed(2)}` : null,
+    c.gptqMatrices !== undefined ? `gptq ${c.gptqMatrices}` : null,
+    c.base ? `base ${String(c.base)}` : null,
+    unreached?.length ? `unreached ${unreached.join(',')}` : null,
+  ].filter((x) => x !== null).join(', ');
 }
 
 /** Runs this long or this big are worth measuring the machine for (half a second) and announcing. */
