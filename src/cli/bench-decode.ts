@@ -7,12 +7,13 @@
  * new, best of 3, runs interleaved), and llama.cpp's next-token distributions over the prompt are
  * compared with moepress's, with the greedy continuations.
  */
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import { join, resolve } from 'node:path';
 import { exportGguf } from '../export/export-gguf.js';
 import { compareLogProbs, interleavedBest, loadNodeLlamaCpp, openLlamaCpp, timeTokens, type DecodeRun, type Decoder, type LlamaCppEngine, type LogProbAgreement } from '../export/llama-cpp.js';
 import { compress } from '../compress/compress.js';
+import { writeSyntheticMoe } from '../compress/synthetic.js';
 import { fastDecoderFailure, fastDecoderFor } from '../runtime/fast-decoder.js';
 import { generate } from '../runtime/generate.js';
 import { loadModel } from '../runtime/load-model.js';
@@ -33,6 +34,12 @@ export const DECODE_VS_LLAMA_CPP_FLOOR = 0.5;
  * blocks are GGML Q4_0's, so llama.cpp runs exactly the weights moepress runs.
  */
 export const COMPRESSED_BUDGET = 0.28125;
+/**
+ * With --decode-synthetic: a Mixtral-shaped MoE big enough that expert bytes, not per-token
+ * overhead, set the decode rate (top-2 of 8 experts: 69M expert weights per token, 39 MB at q4s-g32,
+ * 277 MB in F32). Random weights, vocabulary of the mixtral fixture's tokenizer.
+ */
+const SYNTHETIC = { layers: 4, E: 8, I: 2816, H: 1024, vocab: 4096, heads: 16, kvHeads: 4, seed: 1, experts: 'random' } as const;
 
 /**
  * How moepress decode runs. Hook: a faster decode engine replaces this function (same contract:
@@ -55,41 +62,35 @@ export function setMoepressDecoder(open: (dir: string) => Promise<Decoder>): voi
 
 /** One model both engines decode, and the headline keys its numbers go to (moepress, llama.cpp, and the rest). */
 interface Row {
-  name: 'dense' | 'mixtral' | 'compressed';
+  name: 'dense' | 'mixtral' | 'compressed' | 'synthetic';
   label: string;
   ours: string;
   theirs: string;
-  /** Keys filled only when llama.cpp ran: summary key -> value. */
-  extra: (lc: LlamaCppDetail, ratio: number) => Record<string, number | boolean>;
+  /** Keys filled only when llama.cpp ran, and their values (the same keys, in this order). */
+  extraKeys: string[];
+  extra: (lc: LlamaCppDetail, ratio: number) => (number | boolean)[];
 }
-
-/** Placeholder detail, only to list a row's keys. */
-const DUMMY = { logits: { maxAbsLogProbDiff: 0, maxAbsProbDiff: 0, argmaxAgree: 0, positions: 1, missing: 0 }, greedyTokensEqual: true } as LlamaCppDetail;
 
 const ROWS: Row[] = [
   {
     name: 'dense', label: 'dense fixture', ours: 'decodeTokensPerSecond', theirs: 'llamaCppDecodeTokensPerSecond',
-    extra: (lc, ratio) => ({
-      decodeVsLlamaCpp: ratio,
-      llamaCppLogProbsMaxAbsDiff: lc.logits.maxAbsLogProbDiff,
-      llamaCppProbsMaxAbsDiff: lc.logits.maxAbsProbDiff,
-      llamaCppArgmaxAgreement: lc.logits.argmaxAgree / lc.logits.positions,
-      llamaCppGreedyTokensEqual: lc.greedyTokensEqual,
-    }),
+    extraKeys: ['decodeVsLlamaCpp', 'llamaCppLogProbsMaxAbsDiff', 'llamaCppProbsMaxAbsDiff', 'llamaCppArgmaxAgreement', 'llamaCppGreedyTokensEqual'],
+    extra: (lc, ratio) => [ratio, lc.logits.maxAbsLogProbDiff, lc.logits.maxAbsProbDiff, lc.logits.argmaxAgree / lc.logits.positions, lc.greedyTokensEqual],
   },
-  { name: 'mixtral', label: 'mixtral fixture', ours: 'mixtralDecodeTokensPerSecond', theirs: 'llamaCppMixtralDecodeTokensPerSecond', extra: (_lc, ratio) => ({ mixtralDecodeVsLlamaCpp: ratio }) },
+  { name: 'mixtral', label: 'mixtral fixture', ours: 'mixtralDecodeTokensPerSecond', theirs: 'llamaCppMixtralDecodeTokensPerSecond', extraKeys: ['mixtralDecodeVsLlamaCpp'], extra: (_lc, ratio) => [ratio] },
   {
     name: 'compressed', label: `mixtral fixture compressed with quant q4s-g32 (budget ${COMPRESSED_BUDGET}), experts Q4_0 in the GGUF`,
     ours: 'compressedDecodeTokensPerSecond', theirs: 'llamaCppCompressedDecodeTokensPerSecond',
-    extra: (lc, ratio) => ({
-      compressedDecodeVsLlamaCpp: ratio,
-      compressedLlamaCppProbsMaxAbsDiff: lc.logits.maxAbsProbDiff,
-      compressedLlamaCppArgmaxAgreement: lc.logits.argmaxAgree / lc.logits.positions,
-      compressedLlamaCppGreedyTokensEqual: lc.greedyTokensEqual,
-    }),
+    extraKeys: ['compressedDecodeVsLlamaCpp', 'compressedLlamaCppProbsMaxAbsDiff', 'compressedLlamaCppArgmaxAgreement', 'compressedLlamaCppGreedyTokensEqual'],
+    extra: (lc, ratio) => [ratio, lc.logits.maxAbsProbDiff, lc.logits.argmaxAgree / lc.logits.positions, lc.greedyTokensEqual],
+  },
+  {
+    name: 'synthetic', label: `synthetic Mixtral-shaped MoE (H ${SYNTHETIC.H}, I ${SYNTHETIC.I}, ${SYNTHETIC.E} experts, ${SYNTHETIC.layers} layers, random weights) compressed with quant q4s-g32, experts Q4_0 in the GGUF`,
+    ours: 'syntheticCompressedDecodeTokensPerSecond', theirs: 'llamaCppSyntheticCompressedDecodeTokensPerSecond',
+    extraKeys: ['syntheticCompressedDecodeVsLlamaCpp'], extra: (_lc, ratio) => [ratio],
   },
 ];
-const ROW_KEYS = (r: Row) => [r.ours, r.theirs, ...Object.keys(r.extra(DUMMY, 1))];
+const ROW_KEYS = (r: Row) => [r.ours, r.theirs, ...r.extraKeys];
 /** Every headline key, in the order the JSON object lists them (the floor beside the dense ratio). */
 const KEYS = ROWS.flatMap(ROW_KEYS).flatMap((k) => (k === 'decodeVsLlamaCpp' ? [k, 'decodeVsLlamaCppFloor'] : [k]));
 
@@ -122,8 +123,11 @@ async function referenceLogits(dir: string, prompt: number[]): Promise<{ logits:
   return { logits, V: m.config.vocabSize };
 }
 
-/** moepress alone, or moepress and llama.cpp interleaved; a string says why llama.cpp did not run. */
-async function measure(ctx: BenchContext, dir: string, prompt: number[], tmp: string, name: string): Promise<{ ours: Best & { engine: string }; lc: LlamaCppDetail | string }> {
+/**
+ * moepress alone, or moepress and llama.cpp interleaved on `dir` exported to GGUF in tmp; a string
+ * says why llama.cpp did not run. Exported for one-off comparisons on other models.
+ */
+export async function measureDecode(ctx: BenchContext, dir: string, prompt: number[], tmp: string, name: string): Promise<{ ours: Best & { engine: string }; lc: LlamaCppDetail | string }> {
   const moepress = await openMoepressDecoder(dir);
   try {
     const lib = ctx.quick ? null : await loadNodeLlamaCpp();
@@ -168,11 +172,19 @@ async function measure(ctx: BenchContext, dir: string, prompt: number[], tmp: st
 /** The model directory of a row: a fixture, or the mixtral fixture compressed into tmp. */
 async function rowDir(ctx: BenchContext, row: Row, tmp: string): Promise<string | { why: string }> {
   const fixture = resolve(ctx.shared, 'fixtures', row.name === 'dense' ? 'dense' : 'mixtral');
+  if (row.name === 'synthetic' && !ctx.options['decode-synthetic']) return { why: 'not measured without --decode-synthetic (a 0.6 GB synthetic model; minutes)' };
   if (!existsSync(fixture)) return { why: `${fixture} not found` };
-  if (row.name !== 'compressed') return fixture;
-  const out = join(tmp, 'mixtral-quant-q4s-g32');
-  ctx.onProgress({ task: 'bench', done: 0, total: 1, unit: 'models', detail: `compressing ${fixture} with quant at ${COMPRESSED_BUDGET}` });
-  await compress({ model: fixture, out, method: 'quant', budget: COMPRESSED_BUDGET });
+  if (row.name === 'dense' || row.name === 'mixtral') return fixture;
+  let model = fixture;
+  if (row.name === 'synthetic') {
+    ctx.onProgress({ task: 'bench', done: 0, total: 1, unit: 'models', detail: 'writing the synthetic MoE' });
+    model = writeSyntheticMoe(join(tmp, 'synthetic'), SYNTHETIC).dir;
+    copyFileSync(join(fixture, 'tokenizer.json'), join(model, 'tokenizer.json'));
+  }
+  const out = join(tmp, `${row.name}-quant-q4s-g32`);
+  ctx.onProgress({ task: 'bench', done: 0, total: 1, unit: 'models', detail: `compressing ${model} with quant at ${COMPRESSED_BUDGET}` });
+  await compress({ model, out, method: 'quant', budget: COMPRESSED_BUDGET });
+  if (model !== fixture) rmSync(model, { recursive: true, force: true });
   return out;
 }
 
@@ -192,7 +204,7 @@ async function run(ctx: BenchContext): Promise<SectionResult> {
         continue;
       }
       const prompt = loadTokenizer(dir).encode(text).slice(0, PROMPT_TOKENS);
-      results.push({ row, dir, prompt, ...(await measure(ctx, dir, prompt, tmp, row.name)) });
+      results.push({ row, dir, prompt, ...(await measureDecode(ctx, dir, prompt, tmp, row.name)) });
     }
   } finally {
     rmSync(tmp, { recursive: true, force: true });
@@ -221,7 +233,7 @@ async function run(ctx: BenchContext): Promise<SectionResult> {
     }
     const ratio = ours.decodeTokensPerSecond / lc.decode.decodeTokensPerSecond;
     summary[r.row.theirs] = lc.decode.decodeTokensPerSecond;
-    Object.assign(summary, r.row.extra(lc, ratio));
+    r.row.extra(lc, ratio).forEach((v, i) => (summary[r.row.extraKeys[i]] = v));
     for (const t of lc.byThreads) {
       lines.push(`  llama.cpp (node-llama-cpp ${lc.version}, ${lc.llamaCppRelease}, ${lc.buildType} CPU, ${t.threads} threads, GGUF ${lc.gguf.dtype}): ${t.decodeTokensPerSecond.toFixed(1)} tokens/s (runs ${t.runsTokensPerSecond.map((x) => x.toFixed(0)).join(', ')})${t.threads === lc.threads ? ' <- baseline (best)' : ''}`);
     }
