@@ -93,16 +93,16 @@ test('GGUF header: block types need whole blocks per row; sizes are blocks x byt
 });
 
 /** A tiny Mixtral whose expert rows are whole blocks of 32 (H = 32, I = 32), compressed with quant. */
-async function compressedMixtral(budget: number, method = 'quant') {
-  const { dir } = writeTinyModel({ ...TINY_CONFIGS.mixtral, intermediate_size: 32 }, { seed: 11 });
+async function compressedMixtral(budget: number, method = 'quant', layers?: number[]) {
+  const { dir, weights } = writeTinyModel({ ...TINY_CONFIGS.mixtral, intermediate_size: 32 }, { seed: 11 });
   writeTinyTokenizer(dir);
   const out = join(tmp(), 'c');
-  await compress({ model: dir, out, method, budget });
-  return out;
+  await compress({ model: dir, out, method, budget, layers });
+  return { dir: out, weights };
 }
 
 test('export --gguf of a quant q4s-g32 directory: experts are Q4_0, exactly the stored weights; the rest as for a hub checkpoint', async () => {
-  const dir = await compressedMixtral(0.28125);
+  const { dir } = await compressedMixtral(0.28125);
   const m = readManifest(dir);
   assert.deepEqual(m.layers[0].experts[0].gate[0].kind === 'quant' && m.layers[0].experts[0].gate[0].codec, 'q4s-g32-rtn');
   const out = join(tmp(), 'q.gguf');
@@ -133,7 +133,7 @@ test('export --gguf of a quant q4s-g32 directory: experts are Q4_0, exactly the 
 });
 
 test('export --gguf of a quant q8s-g32 directory writes Q8_0 experts', async () => {
-  const dir = await compressedMixtral(0.53125);
+  const { dir } = await compressedMixtral(0.53125);
   const out = join(tmp(), 'q8.gguf');
   assert.equal(exportGguf(dir, out).expertType, 'Q8_0');
   const g = readGguf(out);
@@ -141,9 +141,19 @@ test('export --gguf of a quant q8s-g32 directory writes Q8_0 experts', async () 
   assert.equal(g.tensors.find((t) => t.name === 'blk.0.ffn_up_exps.weight')!.type, 'Q8_0');
 });
 
+test('export --gguf of a partly compressed directory: Q4_0 experts where compressed, F32 elsewhere', async () => {
+  const { dir, weights } = await compressedMixtral(0.28125, 'quant', [1]);
+  const out = join(tmp(), 'p.gguf');
+  exportGguf(dir, out);
+  const g = readGguf(out);
+  const type = (n: string) => g.tensors.find((t) => t.name === n)!.type;
+  assert.deepEqual([type('blk.0.ffn_gate_exps.weight'), type('blk.1.ffn_gate_exps.weight')], ['F32', 'Q4_0']);
+  assert.deepEqual(readGgufTensor(g, 'blk.0.ffn_down_exps.weight'), weights.get('layers.0.moe.experts.down')!.data);
+});
+
 test('export --gguf refuses compressed experts it cannot repack, naming layer, expert and what it takes', async () => {
-  const q3 = await compressedMixtral(0.2);
+  const q3 = (await compressedMixtral(0.2)).dir;
   expectError(() => exportGguf(q3, join(tmp(), 'x.gguf')), /moepress\.json: tensor 'moepress\.layers\.0\.e0\.gate\.q': layer 0 expert 0 'gate' uses codec 'q3s-g\d+-rtn', which has no lossless GGML block type; supported: q4s-g32 \(-> Q4_0\)/);
-  const svd = await compressedMixtral(0.5, 'svd');
+  const svd = (await compressedMixtral(0.5, 'svd')).dir;
   expectError(() => exportGguf(svd, join(tmp(), 'y.gguf')), /layer 0 expert 0 'gate' is stored as lowrank.*GGUF export takes experts stored as one quant part/);
 });
