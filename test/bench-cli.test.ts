@@ -9,7 +9,7 @@ test('moepress bench --json: one object with every headline key, null only with 
   const r = spawnSync(process.execPath, [MAIN, 'bench', '--json', '--quick', '--sections', 'gemm'], { encoding: 'utf8' });
   assert.equal(r.status, 0, r.stderr);
   const o = JSON.parse(r.stdout) as Record<string, unknown> & { unavailable: Record<string, string>; sections: Record<string, unknown> };
-  const keys = ['compressPeakRssBytes', 'compressSeconds', 'compressFloorSeconds', 'decodeTokensPerSecond', 'llamaCppDecodeTokensPerSecond', 'decodeVsLlamaCpp', 'decodeVsLlamaCppFloor', 'gemmGflops', 'evalTokensPerSecond', 'ggufMaxAbsLogProbDiff', 'trainTokensPerSecond', 'trainGemmShare'];
+  const keys = ['compressPeakRssBytes', 'compressSeconds', 'compressFloorSeconds', 'decodeTokensPerSecond', 'llamaCppDecodeTokensPerSecond', 'decodeVsLlamaCpp', 'decodeVsLlamaCppFloor', 'compressedDecodeTokensPerSecond', 'llamaCppCompressedDecodeTokensPerSecond', 'compressedDecodeVsLlamaCpp', 'mixtralDecodeTokensPerSecond', 'llamaCppMixtralDecodeTokensPerSecond', 'gemmGflops', 'evalTokensPerSecond', 'ggufMaxAbsLogProbDiff', 'trainTokensPerSecond', 'trainGemmShare'];
   for (const k of keys) {
     assert.ok(k in o, `missing key ${k}`);
     if (o[k] === null) assert.match(o.unavailable[k] ?? '', /not selected|--quick|not installed/, `${k} is null without a reason`);
@@ -17,6 +17,7 @@ test('moepress bench --json: one object with every headline key, null only with 
   assert.equal(typeof o.gemmGflops, 'number');
   assert.ok((o.gemmGflops as number) > 0);
   assert.equal(o.llamaCppDecodeTokensPerSecond, null);
+  assert.equal(o.llamaCppCompressedDecodeTokensPerSecond, null);
   for (const [k, v] of Object.entries(o)) if (v === null) assert.ok(o.unavailable[k], `${k} is null without a reason`);
   assert.deepEqual(Object.keys(o.sections).sort(), ['decode', 'engines', 'gemm', 'gguf', 'scale', 'training']);
 });

@@ -16,6 +16,7 @@ import { Rng } from '../src/tensor/random.js';
 import { assertClose } from './helpers/assert-close.js';
 import { TINY_CONFIGS } from './helpers/tiny-configs.js';
 import { writeTinyModel } from './helpers/tiny-model.js';
+import { writeTinyTokenizer } from './helpers/tiny-tokenizer.js';
 
 const tmp = () => mkdtempSync(join(os.tmpdir(), 'moepress-gguf-test-'));
 
@@ -105,7 +106,7 @@ test('GGUF reader errors name the file and what was expected', () => {
   const infoEnd = 24 + (8 + 1 + 4 + 4) + (8 + 1 + 4 + 8 + 4 + 8);
   const badType = Uint8Array.from(bytes);
   new DataView(badType.buffer).setUint32(infoEnd - 12, 12, true); // Q4_K
-  expectError(() => readGguf(hand(badType)), /tensor 't': tensor type is not F32 or F16/);
+  expectError(() => readGguf(hand(badType)), /tensor 't': tensor type 12 is not one this reader handles \(F32, F16, Q4_0, Q8_0\)/);
   const badOffset = Uint8Array.from(bytes);
   new DataView(badOffset.buffer).setBigUint64(infoEnd - 8, 4n, true);
   expectError(() => readGguf(hand(badOffset)), /tensor 't': data offset 4 is not a multiple of the alignment 32/);
@@ -168,13 +169,7 @@ test('permuteQK turns rotate_half RoPE into adjacent-pair RoPE: attention scores
   }
 });
 
-function writeTokenizer(dir: string): void {
-  writeFileSync(join(dir, 'tokenizer.json'), JSON.stringify({
-    model: { type: 'BPE', vocab: { '<|endoftext|>': 0, a: 1, b: 2, ab: 3, 'Ġ': 4 }, merges: [['a', 'b']] },
-    pre_tokenizer: { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: true },
-    added_tokens: [{ id: 0, content: '<|endoftext|>', special: true }, { id: 5, content: '<x>', special: false }],
-  }));
-}
+const writeTokenizer = writeTinyTokenizer;
 
 test('export --gguf, dense llama with biases: metadata, tokenizer, names, permuted Q/K and exact weights', () => {
   const { dir, cfg, weights } = writeTinyModel({ ...TINY_CONFIGS.llama, attention_bias: true }, { seed: 4 });

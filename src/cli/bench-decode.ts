@@ -1,15 +1,20 @@
 /**
- * `moepress bench` decode section: moepress and llama.cpp on the same dense model, same prompt
- * token ids, same machine, in one run. The dense fixture is exported to GGUF (F32, as loaded), both
- * engines decode greedily at batch 1 (16 prompt tokens + 64 new, best of 3, runs interleaved), and
- * llama.cpp's next-token distributions over the prompt are compared with moepress's, with the greedy
- * continuations.
+ * `moepress bench` decode section: moepress and llama.cpp on the same weights, same prompt token
+ * ids, same machine, in one run. Three models: the dense fixture (GGUF F32, as loaded), the mixtral
+ * fixture (GGUF F32) and the mixtral fixture compressed with `quant` at q4s-g32, whose GGUF holds
+ * the same 4-bit expert blocks repacked as Q4_0 (export-gguf.ts): llama.cpp then moves as few expert
+ * bytes per token as moepress does. Both engines decode greedily at batch 1 (16 prompt tokens + 64
+ * new, best of 3, runs interleaved), and llama.cpp's next-token distributions over the prompt are
+ * compared with moepress's, with the greedy continuations.
  */
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import { join, resolve } from 'node:path';
 import { exportGguf } from '../export/export-gguf.js';
 import { compareLogProbs, interleavedBest, loadNodeLlamaCpp, openLlamaCpp, timeTokens, type DecodeRun, type Decoder, type LlamaCppEngine, type LogProbAgreement } from '../export/llama-cpp.js';
+import { compress } from '../compress/compress.js';
+import { writeSyntheticMoe } from '../compress/synthetic.js';
+import { fastDecoderFailure, fastDecoderFor } from '../runtime/fast-decoder.js';
 import { generate } from '../runtime/generate.js';
 import { loadModel } from '../runtime/load-model.js';
 import { loadTokenizer } from '../runtime/tokenizer.js';
@@ -23,6 +28,18 @@ export const NEW_TOKENS = 64;
 export const REPEATS = 3;
 /** The issue's floor: moepress decode at least half of llama.cpp's on the same dense model. */
 export const DECODE_VS_LLAMA_CPP_FLOOR = 0.5;
+/**
+ * The `quant` budget that selects q4s-g32 (round-to-nearest, f16 scale per 32 weights): 18 bytes
+ * per 32 weights = 4.5 bits = 0.28125 of bf16, the largest codec that fits (quant/select.ts). Its
+ * blocks are GGML Q4_0's, so llama.cpp runs exactly the weights moepress runs.
+ */
+export const COMPRESSED_BUDGET = 0.28125;
+/**
+ * With --decode-synthetic: a Mixtral-shaped MoE big enough that expert bytes, not per-token
+ * overhead, set the decode rate (top-2 of 8 experts: 69M expert weights per token, 39 MB at q4s-g32,
+ * 277 MB in F32). Random weights, vocabulary of the mixtral fixture's tokenizer.
+ */
+const SYNTHETIC = { layers: 4, E: 8, I: 2816, H: 1024, vocab: 4096, heads: 16, kvHeads: 4, seed: 1, experts: 'random' } as const;
 
 /**
  * How moepress decode runs. Hook: a faster decode engine replaces this function (same contract:
@@ -31,8 +48,9 @@ export const DECODE_VS_LLAMA_CPP_FLOOR = 0.5;
 let openMoepressDecoder = async (dir: string): Promise<Decoder> => {
   const m = loadModel(dir);
   const engine = new Transformer(m.config, m.weights, m.banks);
+  const fast = await fastDecoderFor(engine);
   return {
-    engine: 'generate()',
+    engine: fast ? 'generate(), one ONNX graph per token' : `generate(), TS engine (${fastDecoderFailure(engine)?.message ?? 'no fast decoder for this model'})`,
     run: (prompt, newTokens) => timeTokens(generate(engine, prompt, { maxTokens: newTokens }), newTokens),
     close: async () => {},
   };
@@ -42,8 +60,39 @@ export function setMoepressDecoder(open: (dir: string) => Promise<Decoder>): voi
   openMoepressDecoder = open;
 }
 
-const KEYS = ['decodeTokensPerSecond', 'llamaCppDecodeTokensPerSecond', 'decodeVsLlamaCpp', 'decodeVsLlamaCppFloor', 'llamaCppLogProbsMaxAbsDiff', 'llamaCppProbsMaxAbsDiff', 'llamaCppArgmaxAgreement', 'llamaCppGreedyTokensEqual'];
-const LLAMA_KEYS = KEYS.filter((k) => k !== 'decodeTokensPerSecond' && k !== 'decodeVsLlamaCppFloor');
+/** One model both engines decode, and the headline keys its numbers go to (moepress, llama.cpp, and the rest). */
+interface Row {
+  name: 'dense' | 'mixtral' | 'compressed' | 'synthetic';
+  label: string;
+  ours: string;
+  theirs: string;
+  /** Keys filled only when llama.cpp ran, and their values (the same keys, in this order). */
+  extraKeys: string[];
+  extra: (lc: LlamaCppDetail, ratio: number) => (number | boolean)[];
+}
+
+const ROWS: Row[] = [
+  {
+    name: 'dense', label: 'dense fixture', ours: 'decodeTokensPerSecond', theirs: 'llamaCppDecodeTokensPerSecond',
+    extraKeys: ['decodeVsLlamaCpp', 'llamaCppLogProbsMaxAbsDiff', 'llamaCppProbsMaxAbsDiff', 'llamaCppArgmaxAgreement', 'llamaCppGreedyTokensEqual'],
+    extra: (lc, ratio) => [ratio, lc.logits.maxAbsLogProbDiff, lc.logits.maxAbsProbDiff, lc.logits.argmaxAgree / lc.logits.positions, lc.greedyTokensEqual],
+  },
+  { name: 'mixtral', label: 'mixtral fixture', ours: 'mixtralDecodeTokensPerSecond', theirs: 'llamaCppMixtralDecodeTokensPerSecond', extraKeys: ['mixtralDecodeVsLlamaCpp'], extra: (_lc, ratio) => [ratio] },
+  {
+    name: 'compressed', label: `mixtral fixture compressed with quant q4s-g32 (budget ${COMPRESSED_BUDGET}), experts Q4_0 in the GGUF`,
+    ours: 'compressedDecodeTokensPerSecond', theirs: 'llamaCppCompressedDecodeTokensPerSecond',
+    extraKeys: ['compressedDecodeVsLlamaCpp', 'compressedLlamaCppProbsMaxAbsDiff', 'compressedLlamaCppArgmaxAgreement', 'compressedLlamaCppGreedyTokensEqual'],
+    extra: (lc, ratio) => [ratio, lc.logits.maxAbsProbDiff, lc.logits.argmaxAgree / lc.logits.positions, lc.greedyTokensEqual],
+  },
+  {
+    name: 'synthetic', label: `synthetic Mixtral-shaped MoE (H ${SYNTHETIC.H}, I ${SYNTHETIC.I}, ${SYNTHETIC.E} experts, ${SYNTHETIC.layers} layers, random weights) compressed with quant q4s-g32, experts Q4_0 in the GGUF`,
+    ours: 'syntheticCompressedDecodeTokensPerSecond', theirs: 'llamaCppSyntheticCompressedDecodeTokensPerSecond',
+    extraKeys: ['syntheticCompressedDecodeVsLlamaCpp'], extra: (_lc, ratio) => [ratio],
+  },
+];
+const ROW_KEYS = (r: Row) => [r.ours, r.theirs, ...r.extraKeys];
+/** Every headline key, in the order the JSON object lists them (the floor beside the dense ratio). */
+const KEYS = ROWS.flatMap(ROW_KEYS).flatMap((k) => (k === 'decodeVsLlamaCpp' ? [k, 'decodeVsLlamaCppFloor'] : [k]));
 
 type Best = DecodeRun & { runsTokensPerSecond: number[] };
 
@@ -52,7 +101,7 @@ interface LlamaCppDetail {
   llamaCppRelease: string;
   buildType: string;
   threads: number;
-  gguf: { dtype: 'F32'; bytes: number; exportSeconds: number };
+  gguf: { dtype: string; bytes: number; exportSeconds: number };
   /** The best thread count's runs, and every thread count's. */
   decode: Best;
   byThreads: (Best & { threads: number })[];
@@ -74,8 +123,11 @@ async function referenceLogits(dir: string, prompt: number[]): Promise<{ logits:
   return { logits, V: m.config.vocabSize };
 }
 
-/** moepress alone, or moepress and llama.cpp interleaved; a string says why llama.cpp did not run. */
-async function measure(ctx: BenchContext, dir: string, prompt: number[], tmp: string): Promise<{ ours: Best & { engine: string }; lc: LlamaCppDetail | string }> {
+/**
+ * moepress alone, or moepress and llama.cpp interleaved on `dir` exported to GGUF in tmp; a string
+ * says why llama.cpp did not run. Exported for one-off comparisons on other models.
+ */
+export async function measureDecode(ctx: BenchContext, dir: string, prompt: number[], tmp: string, name: string): Promise<{ ours: Best & { engine: string }; lc: LlamaCppDetail | string }> {
   const moepress = await openMoepressDecoder(dir);
   try {
     const lib = ctx.quick ? null : await loadNodeLlamaCpp();
@@ -83,7 +135,7 @@ async function measure(ctx: BenchContext, dir: string, prompt: number[], tmp: st
       const [ours] = await interleavedBest([moepress], prompt, NEW_TOKENS, REPEATS);
       return { ours: { ...ours, engine: moepress.engine }, lc: lib ? lib.reason : 'skipped with --quick' };
     }
-    const gguf = join(tmp, 'dense.gguf');
+    const gguf = join(tmp, `${name}.gguf`);
     const ex = exportGguf(dir, gguf, { dtype: 'F32' });
     let llama: LlamaCppEngine;
     try {
@@ -105,7 +157,7 @@ async function measure(ctx: BenchContext, dir: string, prompt: number[], tmp: st
         ours: { ...ours, engine: moepress.engine },
         lc: {
           version: llama.version, llamaCppRelease: llama.llamaCppRelease, buildType: llama.buildType, threads: best.threads,
-          gguf: { dtype: 'F32', bytes: ex.dataBytes, exportSeconds: ex.seconds },
+          gguf: { dtype: ex.expertType ? `F32, experts ${ex.expertType}` : 'F32', bytes: ex.dataBytes, exportSeconds: ex.seconds },
           decode: best, byThreads: perThreads, logits, greedyTokensEqual: first === null, firstDifferentToken: first,
         },
       };
@@ -117,47 +169,84 @@ async function measure(ctx: BenchContext, dir: string, prompt: number[], tmp: st
   }
 }
 
+/** The model directory of a row: a fixture, or the mixtral fixture compressed into tmp. */
+async function rowDir(ctx: BenchContext, row: Row, tmp: string): Promise<string | { why: string }> {
+  const fixture = resolve(ctx.shared, 'fixtures', row.name === 'dense' ? 'dense' : 'mixtral');
+  if (row.name === 'synthetic' && !ctx.options['decode-synthetic']) return { why: 'not measured without --decode-synthetic (a 0.6 GB synthetic model; minutes)' };
+  if (!existsSync(fixture)) return { why: `${fixture} not found` };
+  if (row.name === 'dense' || row.name === 'mixtral') return fixture;
+  let model = fixture;
+  if (row.name === 'synthetic') {
+    ctx.onProgress({ task: 'bench', done: 0, total: 1, unit: 'models', detail: 'writing the synthetic MoE' });
+    model = writeSyntheticMoe(join(tmp, 'synthetic'), SYNTHETIC).dir;
+    copyFileSync(join(fixture, 'tokenizer.json'), join(model, 'tokenizer.json'));
+  }
+  const out = join(tmp, `${row.name}-quant-q4s-g32`);
+  ctx.onProgress({ task: 'bench', done: 0, total: 1, unit: 'models', detail: `compressing ${model} with quant at ${COMPRESSED_BUDGET}` });
+  await compress({ model, out, method: 'quant', budget: COMPRESSED_BUDGET });
+  if (model !== fixture) rmSync(model, { recursive: true, force: true });
+  return out;
+}
+
+type RowResult = { row: Row; dir: string; prompt: number[]; ours: Best & { engine: string }; lc: LlamaCppDetail | string } | { row: Row; unavailable: string };
+
 async function run(ctx: BenchContext): Promise<SectionResult> {
-  const dir = resolve(ctx.shared, 'fixtures', 'dense');
   const textFile = resolve(ctx.shared, 'corpus', 'test.txt');
-  if (!existsSync(dir) || !existsSync(textFile)) return skipped(KEYS, `${dir} or ${textFile} not found`);
-  const prompt = loadTokenizer(dir).encode(readText(textFile).slice(0, 4000)).slice(0, PROMPT_TOKENS);
+  if (!existsSync(textFile)) return skipped(KEYS, `${textFile} not found`);
+  const text = readText(textFile).slice(0, 4000);
   const tmp = mkdtempSync(join(os.tmpdir(), 'moepress-gguf-'));
-  let r: Awaited<ReturnType<typeof measure>>;
+  const results: RowResult[] = [];
   try {
-    r = await measure(ctx, dir, prompt, tmp);
+    for (const row of ROWS) {
+      const dir = await rowDir(ctx, row, tmp);
+      if (typeof dir !== 'string') {
+        results.push({ row, unavailable: dir.why });
+        continue;
+      }
+      const prompt = loadTokenizer(dir).encode(text).slice(0, PROMPT_TOKENS);
+      results.push({ row, dir, prompt, ...(await measureDecode(ctx, dir, prompt, tmp, row.name)) });
+    }
   } finally {
     rmSync(tmp, { recursive: true, force: true });
   }
-  const { ours, lc } = r;
-  const moepress = { ...ours, ortThreads: ortThreads() };
-  const detail = { model: dir, promptTokens: prompt.length, newTokens: NEW_TOKENS, repeats: REPEATS, interleaved: true, prompt, moepress, llamaCpp: typeof lc === 'string' ? { unavailable: lc } : lc };
-  const summary: SectionResult['summary'] = { decodeTokensPerSecond: ours.decodeTokensPerSecond, decodeVsLlamaCppFloor: DECODE_VS_LLAMA_CPP_FLOOR };
-  const lines = [`decode, dense fixture, batch 1, greedy, ${prompt.length}-token prompt + ${NEW_TOKENS} new tokens, best of ${REPEATS} (engines interleaved):`];
-  lines.push(`  moepress (${ours.engine}, ${moepress.ortThreads} ORT threads): ${ours.decodeTokensPerSecond.toFixed(1)} tokens/s (runs ${ours.runsTokensPerSecond.map((x) => x.toFixed(0)).join(', ')})`);
-  if (typeof lc === 'string') {
-    for (const k of LLAMA_KEYS) summary[k] = null;
-    lines.push(`  llama.cpp: not measured (${lc})`);
-    return { summary, unavailable: Object.fromEntries(LLAMA_KEYS.map((k) => [k, lc])), detail, text: lines.join('\n') + '\n' };
+  const summary: SectionResult['summary'] = { decodeVsLlamaCppFloor: DECODE_VS_LLAMA_CPP_FLOOR };
+  const unavailable: Record<string, string> = {};
+  const detail: Record<string, unknown> = { promptTokens: PROMPT_TOKENS, newTokens: NEW_TOKENS, repeats: REPEATS, interleaved: true, ortThreads: ortThreads() };
+  const lines = [`decode, batch 1, greedy, ${PROMPT_TOKENS}-token prompt + ${NEW_TOKENS} new tokens, best of ${REPEATS} (engines interleaved), moepress with ${ortThreads()} ORT threads:`];
+  for (const r of results) {
+    const keys = ROW_KEYS(r.row);
+    if ('unavailable' in r) {
+      for (const k of keys) [summary[k], unavailable[k]] = [null, r.unavailable];
+      detail[r.row.name] = { unavailable: r.unavailable };
+      lines.push(`${r.row.label}: not measured (${r.unavailable})`);
+      continue;
+    }
+    const { ours, lc } = r;
+    detail[r.row.name] = { model: r.dir, prompt: r.prompt, moepress: ours, llamaCpp: typeof lc === 'string' ? { unavailable: lc } : lc };
+    summary[r.row.ours] = ours.decodeTokensPerSecond;
+    lines.push(`${r.row.label}:`);
+    lines.push(`  moepress (${ours.engine}): ${ours.decodeTokensPerSecond.toFixed(1)} tokens/s (runs ${ours.runsTokensPerSecond.map((x) => x.toFixed(0)).join(', ')})`);
+    if (typeof lc === 'string') {
+      for (const k of keys.slice(1)) [summary[k], unavailable[k]] = [null, lc];
+      lines.push(`  llama.cpp: not measured (${lc})`);
+      continue;
+    }
+    const ratio = ours.decodeTokensPerSecond / lc.decode.decodeTokensPerSecond;
+    summary[r.row.theirs] = lc.decode.decodeTokensPerSecond;
+    r.row.extra(lc, ratio).forEach((v, i) => (summary[r.row.extraKeys[i]] = v));
+    for (const t of lc.byThreads) {
+      lines.push(`  llama.cpp (node-llama-cpp ${lc.version}, ${lc.llamaCppRelease}, ${lc.buildType} CPU, ${t.threads} threads, GGUF ${lc.gguf.dtype}): ${t.decodeTokensPerSecond.toFixed(1)} tokens/s (runs ${t.runsTokensPerSecond.map((x) => x.toFixed(0)).join(', ')})${t.threads === lc.threads ? ' <- baseline (best)' : ''}`);
+    }
+    const floor = r.row.name === 'dense' ? ` (floor ${DECODE_VS_LLAMA_CPP_FLOOR}: ${ratio >= DECODE_VS_LLAMA_CPP_FLOOR ? 'met' : 'NOT met'})` : '';
+    lines.push(`  moepress / llama.cpp = ${ratio.toFixed(2)}${floor}`);
+    const g = lc.logits;
+    lines.push(`  agreement (llama.cpp with an F32 KV cache), next-token distributions at the ${g.positions} prompt positions: max |diff| of log p ${g.maxAbsLogProbDiff.toExponential(2)}, ` +
+      `of p ${g.maxAbsProbDiff.toExponential(2)}; argmax equal at ${g.argmaxAgree}/${g.positions}${g.missing ? ` (${g.missing} positions MISSING from llama.cpp)` : ''}; ` +
+      `greedy ${NEW_TOKENS} tokens ${lc.greedyTokensEqual ? 'identical' : `differ from token ${lc.firstDifferentToken}`}`);
+    if (lc.gguf.dtype.includes('Q4_0')) lines.push('  (llama.cpp rounds activations to 8 bits inside its Q4_0 products; moepress multiplies them in float32, so the two differ by more than on F32 weights)');
   }
-  const ratio = ours.decodeTokensPerSecond / lc.decode.decodeTokensPerSecond;
-  Object.assign(summary, {
-    llamaCppDecodeTokensPerSecond: lc.decode.decodeTokensPerSecond,
-    decodeVsLlamaCpp: ratio,
-    llamaCppLogProbsMaxAbsDiff: lc.logits.maxAbsLogProbDiff,
-    llamaCppProbsMaxAbsDiff: lc.logits.maxAbsProbDiff,
-    llamaCppArgmaxAgreement: lc.logits.argmaxAgree / lc.logits.positions,
-    llamaCppGreedyTokensEqual: lc.greedyTokensEqual,
-  });
-  for (const t of lc.byThreads) {
-    lines.push(`  llama.cpp (node-llama-cpp ${lc.version}, ${lc.llamaCppRelease}, ${lc.buildType} CPU, ${t.threads} threads, GGUF F32): ${t.decodeTokensPerSecond.toFixed(1)} tokens/s (runs ${t.runsTokensPerSecond.map((x) => x.toFixed(0)).join(', ')})${t.threads === lc.threads ? ' <- baseline (best)' : ''}`);
-  }
-  lines.push(`  moepress / llama.cpp = ${ratio.toFixed(2)} (floor ${DECODE_VS_LLAMA_CPP_FLOOR}: ${ratio >= DECODE_VS_LLAMA_CPP_FLOOR ? 'met' : 'NOT met'})`);
-  const g = lc.logits;
-  lines.push(`  agreement (llama.cpp with an F32 KV cache), next-token distributions at the ${g.positions} prompt positions: max |diff| of log p ${g.maxAbsLogProbDiff.toExponential(2)}, ` +
-    `of p ${g.maxAbsProbDiff.toExponential(2)}; argmax equal at ${g.argmaxAgree}/${g.positions}${g.missing ? ` (${g.missing} positions MISSING from llama.cpp)` : ''}; ` +
-    `greedy ${NEW_TOKENS} tokens ${lc.greedyTokensEqual ? 'identical' : `differ from token ${lc.firstDifferentToken}`}`);
-  return { summary, detail, text: lines.join('\n') + '\n' };
+  const ordered = Object.fromEntries(KEYS.map((k) => [k, summary[k] ?? null]));
+  return { summary: ordered, unavailable, detail, text: lines.join('\n') + '\n' };
 }
 
 export const decodeSection: BenchSection = { name: 'decode', keys: KEYS, run };

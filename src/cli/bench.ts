@@ -1,5 +1,5 @@
 /**
- * moepress bench [--json] [--quick] [--threads 1,2] [--scale-methods resmoe-prune,ders-quant]
+ * moepress bench [--json] [--quick] [--threads 1,2] [--scale-methods resmoe-prune,ders-quant] [--decode-synthetic]
  *   [--sections gemm,engines,decode,training,gguf,scale]: every
  * speed figure on this machine in one run, as one JSON object (headline keys at the top level, null
  * with a reason under `unavailable` when not measured, details under `sections`) or as tables.
@@ -29,7 +29,7 @@ function threadList(s: string): number[] {
 
 export async function benchCommand(argv: string[]): Promise<void> {
   if (argv.includes('--scale')) return (await import('./bench-scale.js')).benchScaleCommand(argv);
-  const spec = { json: { type: 'boolean' }, quick: { type: 'boolean' }, shared: { type: 'string' }, threads: { type: 'string' }, 'scale-methods': { type: 'string' }, sections: { type: 'string' } } as const;
+  const spec = { json: { type: 'boolean' }, quick: { type: 'boolean' }, shared: { type: 'string' }, threads: { type: 'string' }, 'scale-methods': { type: 'string' }, 'decode-synthetic': { type: 'boolean' }, sections: { type: 'string' } } as const;
   const p = parse(argv, spec);
   const json = p.flag('json');
   const only = p.str('sections')?.split(',').map((x) => x.trim()).filter(Boolean);
@@ -41,7 +41,7 @@ export async function benchCommand(argv: string[]): Promise<void> {
     shared: resolve(p.str('shared') ?? '../shared'),
     threads: threadList(p.str('threads') ?? '1,2'),
     onProgress: progress,
-    options: { 'scale-methods': p.str('scale-methods') },
+    options: { 'scale-methods': p.str('scale-methods'), 'decode-synthetic': p.flag('decode-synthetic') },
   };
   const machine = { cpus: os.cpus().length, cpu: os.cpus()[0]?.model ?? 'unknown', memoryBytes: os.totalmem(), node: process.version, platform: `${process.platform}-${process.arch}`, loadAverage: os.loadavg() };
   const summary: Record<string, number | boolean | null> = {};

@@ -1,4 +1,8 @@
-/** moepress export MODEL --gguf OUT.gguf [--dtype f32|f16] [--overwrite] [--json] */
+/**
+ * moepress export MODEL --gguf OUT.gguf [--dtype f32|f16] [--overwrite] [--json]
+ * MODEL may be a compressed directory whose experts are quant q4s-g32 / q8s-g32: they become Q4_0 /
+ * Q8_0 tensors, repacked losslessly; --dtype then applies to the other matrices.
+ */
 import { existsSync } from 'node:fs';
 import { exportGguf } from '../export/export-gguf.js';
 import { fmtBytes } from './format.js';
@@ -18,5 +22,5 @@ export async function exportCommand(argv: string[]): Promise<void> {
   const r = exportGguf(dir, out, { dtype: d, onProgress: progress });
   progress.end();
   if (json) process.stdout.write(JSON.stringify(r) + '\n');
-  else process.stdout.write(`wrote ${r.tensors} tensors (${r.architecture}, ${d}, ${fmtBytes(r.dataBytes)}) in ${r.seconds.toFixed(1)} s -> ${out}\n`);
+  else process.stdout.write(`wrote ${r.tensors} tensors (${r.architecture}, ${d}${r.expertType ? `, experts ${r.expertType}` : ''}, ${fmtBytes(r.dataBytes)}) in ${r.seconds.toFixed(1)} s -> ${out}\n`);
 }

@@ -37,10 +37,24 @@ export type GgufKV =
   | { key: string; type: GgufScalarType; value: GgufScalar }
   | { key: string; type: 'array'; itemType: GgufScalarType; value: GgufScalar[] };
 
-/** Tensor element types we write and read (GGMLQuantizationType). */
-export const TENSOR_TYPE = { F32: 0, F16: 1 } as const;
+/**
+ * Tensor element types we write and read (GGMLQuantizationType). Q4_0 and Q8_0 are block types of
+ * 32 values along the innermost dimension (ggml block_q4_0 / block_q8_0):
+ *   Q4_0  18 bytes: f16 d, then 16 bytes qs; value j = ((qs[j] & 15) - 8) * d for j < 16 and
+ *         ((qs[j - 16] >> 4) - 8) * d for j >= 16 (element j and j + 16 share byte j)
+ *   Q8_0  34 bytes: f16 d, then 32 int8 qs; value j = qs[j] * d
+ */
+export const TENSOR_TYPE = { F32: 0, F16: 1, Q4_0: 2, Q8_0: 8 } as const;
 export type GgufTensorType = keyof typeof TENSOR_TYPE;
-export const TENSOR_TYPE_BYTES: Record<GgufTensorType, number> = { F32: 4, F16: 2 };
+/** Values per block and bytes per block (1 value per "block" for the float types). */
+export const TENSOR_BLOCK: Record<GgufTensorType, { values: number; bytes: number }> = {
+  F32: { values: 1, bytes: 4 },
+  F16: { values: 1, bytes: 2 },
+  Q4_0: { values: 32, bytes: 18 },
+  Q8_0: { values: 32, bytes: 34 },
+};
+/** Float types: written from float32 values. Block types are written as packed bytes. */
+export type GgufFloatType = 'F32' | 'F16';
 
 /** One tensor: shape row-major (outermost first, as in safetensors), stored reversed as ne. */
 export interface GgufTensorSpec {
@@ -49,8 +63,16 @@ export interface GgufTensorSpec {
   shape: number[];
 }
 
-/** general.file_type (LlamaFileType): ALL_F32 = 0, MOSTLY_F16 = 1. */
-export const FILE_TYPE: Record<GgufTensorType, number> = { F32: 0, F16: 1 };
+/** general.file_type (LlamaFileType): ALL_F32 = 0, MOSTLY_F16 = 1, MOSTLY_Q4_0 = 2, MOSTLY_Q8_0 = 7. */
+export const FILE_TYPE: Record<GgufTensorType, number> = { F32: 0, F16: 1, Q4_0: 2, Q8_0: 7 };
+
+/** Bytes of a tensor of this type and row-major shape; null when the innermost dimension is not whole blocks. */
+export function typeByteLength(type: GgufTensorType, shape: readonly number[]): number | null {
+  const b = TENSOR_BLOCK[type];
+  const inner = shape[shape.length - 1];
+  if (inner % b.values !== 0) return null;
+  return shape.reduce((a, d) => a * d, 1) / b.values * b.bytes;
+}
 
 export const alignUp = (n: number, a: number) => Math.ceil(n / a) * a;
 

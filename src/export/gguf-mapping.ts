@@ -20,7 +20,7 @@
  */
 import { MoepressError } from '../io/errors.js';
 import type { ModelConfig } from '../models/canonical.js';
-import { FILE_TYPE, kv, type GgufKV, type GgufTensorType } from './gguf-format.js';
+import { FILE_TYPE, kv, type GgufFloatType, type GgufKV, type GgufTensorType } from './gguf-format.js';
 
 /** One GGUF tensor built from one canonical tensor. */
 export interface GgufTensorPlan {
@@ -106,7 +106,7 @@ function contextLength(cfg: ModelConfig): number {
   return Math.min(cfg.maxPositions, ...windows);
 }
 
-export function ggufPlan(cfg: ModelConfig, name: string, dtype: GgufTensorType, has: (canonical: string) => boolean, file: string): { arch: GgufArch; kvs: GgufKV[]; tensors: GgufTensorPlan[] } {
+export function ggufPlan(cfg: ModelConfig, name: string, dtype: GgufFloatType, has: (canonical: string) => boolean, file: string): { arch: GgufArch; kvs: GgufKV[]; tensors: GgufTensorPlan[] } {
   const arch = ggufArch(cfg);
   if (typeof arch !== 'string') throw new MoepressError(`cannot export to GGUF: ${arch.why}`, { file });
   const a = cfg.attention;

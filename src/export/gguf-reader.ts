@@ -1,5 +1,5 @@
 /**
- * A small GGUF reader: the header, metadata, tensor infos and F32/F16 tensor data. Enough to check
+ * A small GGUF reader: the header, metadata, tensor infos and F32/F16/Q4_0/Q8_0 tensor data. Enough to check
  * what gguf-writer.ts wrote (tests, the bench's sanity checks); it validates what it reads and
  * names the file and tensor in its errors.
  */
@@ -7,8 +7,9 @@ import * as fs from 'node:fs';
 import { MoepressError } from '../io/errors.js';
 import { readFullyAt } from '../io/fileio.js';
 import { f16ToF32 } from '../tensor/convert.js';
+import { dequantizeGgml } from './gguf-quants.js';
 import {
-  alignUp, GGUF_DEFAULT_ALIGNMENT, GGUF_MAGIC, TENSOR_TYPE, TENSOR_TYPE_BYTES, VALUE_TYPE,
+  alignUp, GGUF_DEFAULT_ALIGNMENT, GGUF_MAGIC, TENSOR_TYPE, typeByteLength, VALUE_TYPE,
   type GgufScalar, type GgufScalarType, type GgufTensorType,
 } from './gguf-format.js';
 
@@ -129,15 +130,17 @@ function parseHeader(buf: Uint8Array, file: string, fileSize: number): GgufFile 
     if (nd < 1 || nd > 4) throw new MoepressError(`${nd} dimensions (expected 1 to 4)`, { file, tensor: name });
     const ne: number[] = [];
     for (let d = 0; d < nd; d++) ne.push(c.u64('dimension'));
-    const type = TENSOR_NAMES.get(c.u32());
-    if (!type) throw new MoepressError('tensor type is not F32 or F16 (the only types this reader handles)', { file, tensor: name });
+    const code = c.u32();
+    const type = TENSOR_NAMES.get(code);
+    if (!type) throw new MoepressError(`tensor type ${code} is not one this reader handles (${[...TENSOR_NAMES.values()].join(', ')})`, { file, tensor: name });
     const rel = c.u64('tensor offset');
     if (rel % alignment !== 0) throw new MoepressError(`data offset ${rel} is not a multiple of the alignment ${alignment}`, { file, tensor: name });
     infos.push({ name, type, shape: ne.reverse(), rel });
   }
   const dataStart = alignUp(c.pos, alignment);
   const tensors = infos.map((t) => {
-    const byteLength = t.shape.reduce((a, b) => a * b, TENSOR_TYPE_BYTES[t.type]);
+    const byteLength = typeByteLength(t.type, t.shape);
+    if (byteLength === null) throw new MoepressError(`${t.type} tensor of shape [${t.shape}]: rows are not whole blocks`, { file, tensor: t.name });
     const offset = dataStart + t.rel;
     if (offset + byteLength > fileSize) throw new MoepressError(`data [${offset}, ${offset + byteLength}) runs past the end of the file (${fileSize} bytes)`, { file, tensor: t.name });
     return { name: t.name, type: t.type, shape: t.shape, offset, byteLength };
@@ -165,8 +168,8 @@ export function readGguf(path: string): GgufFile {
   }
 }
 
-/** One tensor's values as float32, row-major in its shape. */
-export function readGgufTensor(g: GgufFile, name: string): Float32Array {
+/** One tensor's stored bytes, as they are in the file (Q4_0/Q8_0 blocks undecoded). */
+export function readGgufTensorBytes(g: GgufFile, name: string): Uint8Array {
   const t = g.tensors.find((x) => x.name === name);
   if (!t) throw new MoepressError('no such tensor', { file: g.path, tensor: name });
   const bytes = new Uint8Array(t.byteLength);
@@ -176,7 +179,14 @@ export function readGgufTensor(g: GgufFile, name: string): Float32Array {
   } finally {
     fs.closeSync(fd);
   }
+  return bytes;
+}
+
+/** One tensor's values as float32, row-major in its shape (block types dequantized). */
+export function readGgufTensor(g: GgufFile, name: string): Float32Array {
+  const bytes = readGgufTensorBytes(g, name);
+  const t = g.tensors.find((x) => x.name === name)!;
   if (t.type === 'F32') return new Float32Array(bytes.buffer);
-  const h = new Uint16Array(bytes.buffer);
-  return Float32Array.from(h, f16ToF32);
+  if (t.type === 'F16') return Float32Array.from(new Uint16Array(bytes.buffer), f16ToF32);
+  return dequantizeGgml(t.type, bytes, t.shape.reduce((a, b) => a * b, 1));
 }

@@ -9,7 +9,7 @@ import { MoepressError } from '../io/errors.js';
 import { writeFullyAt } from '../io/fileio.js';
 import { fromFloat32 } from '../tensor/convert.js';
 import {
-  alignUp, GGUF_DEFAULT_ALIGNMENT, GGUF_MAGIC, GGUF_VERSION, TENSOR_TYPE, TENSOR_TYPE_BYTES, VALUE_TYPE,
+  alignUp, GGUF_DEFAULT_ALIGNMENT, GGUF_MAGIC, GGUF_VERSION, TENSOR_BLOCK, TENSOR_TYPE, typeByteLength, VALUE_TYPE,
   type GgufKV, type GgufScalar, type GgufScalarType, type GgufTensorSpec,
 } from './gguf-format.js';
 
@@ -81,7 +81,9 @@ function writeScalar(s: ByteSink, type: GgufScalarType, v: GgufScalar, key: stri
 
 /** Bytes of one tensor's data (before alignment padding). */
 export function tensorByteLength(t: GgufTensorSpec): number {
-  return t.shape.reduce((a, b) => a * b, TENSOR_TYPE_BYTES[t.type]);
+  const n = typeByteLength(t.type, t.shape);
+  if (n === null) throw new MoepressError(`a ${t.type} row must be whole blocks of ${TENSOR_BLOCK[t.type].values} values, got shape [${t.shape}]`, { tensor: t.name });
+  return n;
 }
 
 /**
@@ -114,9 +116,12 @@ export function encodeGgufHeader(kvs: readonly GgufKV[], tensors: readonly GgufT
     const where = { file, tensor: t.name };
     if (names.has(t.name)) throw new MoepressError('tensor name appears twice', where);
     names.add(t.name);
-    if (!(t.type in TENSOR_TYPE)) throw new MoepressError(`unsupported tensor type '${t.type}' (expected F32 or F16)`, where);
+    if (!(t.type in TENSOR_TYPE)) throw new MoepressError(`unsupported tensor type '${t.type}' (expected ${Object.keys(TENSOR_TYPE).join(', ')})`, where);
     if (t.shape.length < 1 || t.shape.length > 4 || !t.shape.every((d) => Number.isSafeInteger(d) && d > 0)) {
       throw new MoepressError(`shape must be 1 to 4 positive integers, got [${t.shape}]`, where);
+    }
+    if (typeByteLength(t.type, t.shape) === null) {
+      throw new MoepressError(`a ${t.type} row must be whole blocks of ${TENSOR_BLOCK[t.type].values} values; the innermost dimension of [${t.shape}] is not`, where);
     }
     s.str(t.name);
     s.u32(t.shape.length);
@@ -155,15 +160,34 @@ export class GgufWriter {
     return this.next === this.tensors.length;
   }
 
-  /** data: the tensor's values, row-major in its declared shape; converted to its declared type. */
+  /** data: the tensor's values, row-major in its declared shape; converted to its declared type (F32 or F16). */
   write(name: string, data: Float32Array): void {
+    const spec = this.expect(name);
+    if (spec.type !== 'F32' && spec.type !== 'F16') throw new MoepressError(`declared ${spec.type}: write its packed blocks with writeBytes`, { file: this.path, tensor: name });
+    const n = spec.shape.reduce((a, b) => a * b, 1);
+    if (data.length !== n) throw new MoepressError(`got ${data.length} values, expected ${n} for [${spec.shape}]`, { file: this.path, tensor: name });
+    this.put(fromFloat32(data, spec.type));
+  }
+
+  /** bytes: the tensor's data already in its declared type (e.g. Q4_0 blocks), row-major. */
+  writeBytes(name: string, bytes: Uint8Array): void {
+    const spec = this.expect(name);
+    const want = tensorByteLength(spec);
+    if (bytes.length !== want) throw new MoepressError(`got ${bytes.length} bytes, expected ${want} for ${spec.type} [${spec.shape}]`, { file: this.path, tensor: name });
+    this.put(bytes);
+  }
+
+  /** The next declared tensor, which must be `name`. */
+  private expect(name: string): GgufTensorSpec {
     const where = { file: this.path, tensor: name };
     if (this.fd === null) throw new MoepressError('writer is closed', where);
     const spec = this.tensors[this.next];
     if (!spec || spec.name !== name) throw new MoepressError(`tensors must be written in declared order: expected ${spec ? `'${spec.name}'` : 'none'} next`, where);
-    const n = spec.shape.reduce((a, b) => a * b, 1);
-    if (data.length !== n) throw new MoepressError(`got ${data.length} values, expected ${n} for [${spec.shape}]`, where);
-    writeFullyAt(this.fd, fromFloat32(data, spec.type), this.dataStart + this.offsets[this.next]);
+    return spec;
+  }
+
+  private put(bytes: Uint8Array): void {
+    writeFullyAt(this.fd!, bytes, this.dataStart + this.offsets[this.next]);
     this.next++;
   }
 
