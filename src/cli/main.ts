@@ -25,7 +25,8 @@ commands:
        [--layers 0,2-5] [--seed S] [--align-iters N] [--json]
   restore DIR --out DENSE_DIR [--dtype bf16|f16|f32]  a plain hub-layout checkpoint again
   export MODEL --gguf OUT.gguf [--dtype f32|f16]  one GGUF file for llama.cpp (llama/mistral,
-       [--overwrite] [--json]                  mixtral, olmoe)
+       [--overwrite] [--json]                  mixtral, olmoe); a `quant` q4s-g32 / q8s-g32
+                                              compressed dir keeps its blocks as Q4_0 / Q8_0
   finetune MOE --out DIR --compressed-experts m   compressed experts: per token, replace the m
        --text FILE --steps N                   lowest-weighted of the top-k by trained vectors
        [--train all|ce|ce+router] [--loss distill|next-token] [--lr X] [--model-lr X]
@@ -40,7 +41,7 @@ commands:
        --control: train the dense model alone with the same settings (the baseline the MoE must beat)
   bench [--json] [--quick] [--threads 1,2]     every speed figure in one run: GEMM, eval, decode vs
        [--sections gemm,engines,decode,training,gguf,scale]  llama.cpp (bench/llama-cpp package),
-       [--scale-methods …]                     training steps, GGUF checks, compressing a real-size
+       [--scale-methods …] [--decode-synthetic]  training steps, GGUF checks, compressing a real-size
                                               layer; null + reason for what cannot run
   bench --scale [--methods …] [--budget B]     compress a real-size synthetic Mixtral-8x7B layer: time,
        [--experts random|upcycled|permuted]    peak RSS, GEMM / assignment / I/O split, floors,
