@@ -25,7 +25,7 @@ commands:
        [--layers 0,2-5] [--seed S] [--align-iters N] [--json]
   restore DIR --out DENSE_DIR [--dtype bf16|f16|f32]  a plain hub-layout checkpoint again
   export MODEL --gguf OUT.gguf [--dtype f32|f16]  one GGUF file for llama.cpp (llama/mistral,
-       [--overwrite] [--json]                  mixtral, olmoe); a `quant` q4s-g32 / q8s-g32
+       [--overwrite] [--json]                  mixtral, olmoe); a quant q4s-g32 / q8s-g32
                                               compressed dir keeps its blocks as Q4_0 / Q8_0
   finetune MOE --out DIR --compressed-experts m   compressed experts: per token, replace the m
        --text FILE --steps N                   lowest-weighted of the top-k by trained vectors
