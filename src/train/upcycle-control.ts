@@ -11,7 +11,7 @@ import { WindowSampler } from './data.js';
 import { writeModelFiles } from './finetune-output.js';
 import { trainLoop } from './loop.js';
 import { TrainableModel } from './model.js';
-import { checkTrainingOptions, openDense, outputPaths, readTokens, UPCYCLE_DEFAULTS, type TrainingOptions } from './upcycle.js';
+import { checkTrainingOptions, openDense, outputPaths, readTokens, trainingSettings, type TrainingOptions } from './upcycle.js';
 
 /** Everything of an upcycling run but the experts (and the load-balancing loss, which needs routers). */
 export type ControlOptions = Omit<TrainingOptions, 'auxCoef'>;
@@ -32,14 +32,7 @@ export interface ControlResult {
 
 export async function trainDenseControl(denseDir: string, o: ControlOptions): Promise<ControlResult> {
   checkTrainingOptions(o);
-  const opt = {
-    lr: o.lr ?? UPCYCLE_DEFAULTS.lr,
-    batch: o.batch ?? UPCYCLE_DEFAULTS.batch,
-    seqLen: o.seqLen ?? UPCYCLE_DEFAULTS.seqLen,
-    accumulate: o.accumulate ?? UPCYCLE_DEFAULTS.accumulate,
-    seed: o.seed ?? UPCYCLE_DEFAULTS.seed,
-    checkpointEvery: o.checkpointEvery ?? UPCYCLE_DEFAULTS.checkpointEvery,
-  };
+  const opt = trainingSettings(o);
   const dense = openDense(denseDir, null, opt.seqLen);
   const { out, partial } = outputPaths(o);
   const tokens = await readTokens(o, denseDir, dense.config.vocabSize);

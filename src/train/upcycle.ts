@@ -224,6 +224,18 @@ export async function readTokens(o: Pick<UpcycleOptions, 'tokens' | 'tokenizer' 
   return tokens;
 }
 
+/** The run's training settings with UPCYCLE_DEFAULTS filled in (shared by upcycle and its dense control). */
+export function trainingSettings(o: Omit<TrainingOptions, 'auxCoef'>): { lr: number; batch: number; seqLen: number; accumulate: number; seed: number; checkpointEvery: number } {
+  return {
+    lr: o.lr ?? UPCYCLE_DEFAULTS.lr,
+    batch: o.batch ?? UPCYCLE_DEFAULTS.batch,
+    seqLen: o.seqLen ?? UPCYCLE_DEFAULTS.seqLen,
+    accumulate: o.accumulate ?? UPCYCLE_DEFAULTS.accumulate,
+    seed: o.seed ?? UPCYCLE_DEFAULTS.seed,
+    checkpointEvery: o.checkpointEvery ?? UPCYCLE_DEFAULTS.checkpointEvery,
+  };
+}
+
 /** Mean over the last 10% of optimizer steps of per-micro-batch values grouped `accumulate` at a time. */
 export function tailMean(values: number[], accumulate: number): number {
   const perStep: number[] = [];
@@ -235,15 +247,7 @@ export function tailMean(values: number[], accumulate: number): number {
 export async function upcycle(denseDir: string, o: UpcycleOptions): Promise<UpcycleResult> {
   const form = deltaForm(o);
   checkOptions(o);
-  const opt = {
-    lr: o.lr ?? UPCYCLE_DEFAULTS.lr,
-    batch: o.batch ?? UPCYCLE_DEFAULTS.batch,
-    seqLen: o.seqLen ?? UPCYCLE_DEFAULTS.seqLen,
-    accumulate: o.accumulate ?? UPCYCLE_DEFAULTS.accumulate,
-    seed: o.seed ?? UPCYCLE_DEFAULTS.seed,
-    checkpointEvery: o.checkpointEvery ?? UPCYCLE_DEFAULTS.checkpointEvery,
-    auxCoef: o.auxCoef ?? UPCYCLE_DEFAULTS.auxCoef,
-  };
+  const opt = { ...trainingSettings(o), auxCoef: o.auxCoef ?? UPCYCLE_DEFAULTS.auxCoef };
   const dense = openDense(denseDir, form, opt.seqLen);
   const { json: configJson, config } = mixtralConfigFor(dense.rawConfig, dense.config, { experts: o.experts, topK: o.topK, auxCoef: opt.auxCoef }, denseDir);
   const dtype = o.dtype ?? checkpointDType(dense);
