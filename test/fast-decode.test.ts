@@ -164,3 +164,68 @@ test('benchDecode reports the engine, the runs and the bytes a graph step reads'
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+/** max |a - b| / max |b|. */
+function relDiff(a: Float32Array, b: Float32Array): number {
+  let d = 0;
+  let m = 0;
+  for (let i = 0; i < b.length; i++) {
+    d = Math.max(d, Math.abs(a[i] - b[i]));
+    m = Math.max(m, Math.abs(b[i]));
+  }
+  return d / m;
+}
+
+// int8Activations: ORT rounds each block of the activation row to int8 (step = max|x| / 127 per
+// block, so a relative error up to 1/254 per element); over a few layers this stays within 2e-2
+// of the largest logit, well below the gaps that decide most argmaxes.
+for (const [method, budget, width, format] of [['quant', 0.28, 64, 'q4'], ['ders-quant', 0.6, 128, 'base+q8']] as const) {
+  test(`int8 activations (${method}, ${format} experts): logits close to the TS engine, the default stays exact`, async () => {
+    const { dir } = writeTinyModel({ ...TINY_CONFIGS.mixtral, hidden_size: width, intermediate_size: width }, { seed: 8, dtype: 'BF16' });
+    const out = join(mkdtempSync(join(os.tmpdir(), 'moepress-int8-')), 'c');
+    try {
+      await compress({ model: dir, out, method, budget, seed: 1 });
+      const m = loadModel(out);
+      const engine = new Transformer(m.config, m.weights, m.banks);
+      const int8 = await FastDecoder.create(engine, { int8Activations: true });
+      assert.ok(int8 && int8.int8Activations);
+      assert.deepEqual(int8.expertFormats, m.config.layers.map(() => format));
+      const V = m.config.vocabSize;
+      const prompt = tokens(5, 4, V);
+      const a = engine.newCache(32);
+      const b = engine.newCache(32);
+      await engine.hidden(prompt, 1, prompt.length, a);
+      await engine.hidden(prompt, 1, prompt.length, b);
+      let worst = 0;
+      let agree = 0;
+      const next = tokens(12, 5, V);
+      for (const t of next) {
+        const want = await engine.logits([t], 1, 1, a);
+        const got = await int8.step(t, b);
+        worst = Math.max(worst, relDiff(got, want));
+        if (argmax(got) === argmax(want)) agree++;
+      }
+      await int8.release();
+      assert.ok(worst < 2e-2, `int8 logits differ by ${worst} of the largest logit`);
+      assert.ok(worst > 1e-6, 'int8 activations should change the arithmetic (accuracy_level 4 in effect)');
+      assert.ok(agree >= next.length - 2, `argmax equal at ${agree}/${next.length} steps`);
+      // generate: the option takes the int8 decoder, and without it the exact one (equal to the TS engine)
+      const p = tokens(4, 6, V);
+      const exact: number[] = [];
+      for await (const t of generate(engine, p, { maxTokens: 8 })) exact.push(t);
+      assert.deepEqual(exact, await collect(engine, p, 8, false));
+      const fast8: number[] = [];
+      for await (const t of generate(engine, p, { maxTokens: 8, int8Activations: true })) fast8.push(t);
+      assert.equal(fast8.length, 8);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+      rmSync(out, { recursive: true, force: true });
+    }
+  });
+}
+
+function argmax(x: Float32Array): number {
+  let best = 0;
+  for (let i = 1; i < x.length; i++) if (x[i] > x[best]) best = i;
+  return best;
+}

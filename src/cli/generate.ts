@@ -1,4 +1,4 @@
-/** moepress generate MODEL --prompt TEXT [--max-tokens N] [--temperature T] [--top-p P] [--seed S] [--top-k K] [--json] */
+/** moepress generate MODEL --prompt TEXT [--max-tokens N] [--temperature T] [--top-p P] [--seed S] [--top-k K] [--int8-activations] [--json] */
 import { fastDecoderFor } from '../runtime/fast-decoder.js';
 import { generate } from '../runtime/generate.js';
 import { loadModel } from '../runtime/load-model.js';
@@ -15,6 +15,7 @@ export async function generateCommand(argv: string[]): Promise<void> {
     'top-p': { type: 'string' },
     seed: { type: 'string' },
     'top-k': { type: 'string' },
+    'int8-activations': { type: 'boolean' },
     json: { type: 'boolean' },
   });
   const dir = modelArg(p, 'generate');
@@ -27,7 +28,8 @@ export async function generateCommand(argv: string[]): Promise<void> {
   if (prompt.length === 0) throw new UsageError('--prompt must not be empty');
   const engine = new Transformer(model.config, model.weights, model.banks);
   // Build the one-graph decoder (when the model supports it) before the clock starts.
-  await fastDecoderFor(engine);
+  const int8Activations = p.flag('int8-activations');
+  await fastDecoderFor(engine, { int8Activations });
   const ids: number[] = [];
   let printed = '';
   const t0 = performance.now();
@@ -38,6 +40,7 @@ export async function generateCommand(argv: string[]): Promise<void> {
     seed: p.int('seed') ?? 0,
     topK: p.int('top-k'),
     stopToken: model.config.eosTokenId,
+    int8Activations,
   };
   if (!json) process.stdout.write(p.req('prompt'));
   for await (const id of generate(engine, prompt, opts)) {

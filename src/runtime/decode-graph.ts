@@ -65,6 +65,10 @@ export function decodeGraphUnsupported(cfg: ModelConfig, banks: readonly (Expert
 
 /** Collects nodes and initializers under unique names. */
 class GraphBuilder {
+  constructor(
+    /** MatMulNBits' accuracy_level: 0 float32 math, 4 int8 activations (DecodeGraphOptions). */
+    readonly accuracyLevel: 0 | 4,
+  ) {}
   readonly nodes: NodeSpec[] = [];
   readonly inits: TensorSpec[] = [];
   bytes = 0;
@@ -244,8 +248,9 @@ function quantBranch(g: GraphBuilder, st: QuantStacks, e: number, p: string, h: 
     opType: 'MatMulNBits', domain: 'com.microsoft', inputs: [x, b, sc], outputs: [y],
     attributes: [
       { name: 'K', type: 'int', value: k }, { name: 'N', type: 'int', value: n }, { name: 'bits', type: 'int', value: bits },
-      // accuracy_level 0: float32 arithmetic on the dequantized weights, so the graph equals the TS engine
-      { name: 'block_size', type: 'int', value: B }, { name: 'accuracy_level', type: 'int', value: 0 },
+      // accuracy_level 0: float32 arithmetic on the dequantized weights, so the graph equals the TS
+      // engine; 4: activations rounded to 8 bits per block, integer dot products (DecodeGraphOptions)
+      { name: 'block_size', type: 'int', value: B }, { name: 'accuracy_level', type: 'int', value: g.accuracyLevel },
     ],
   });
   const fc1 = baseGu
@@ -375,6 +380,16 @@ function moeNodes(g: GraphBuilder, cfg: ModelConfig, w: Weights, l: number, h: s
 
 export type { ExpertFormat } from './decode-experts.js';
 
+export interface DecodeGraphOptions {
+  /**
+   * Quantized experts (MatMulNBits) multiply 8-bit activations: ORT rounds each block of the
+   * input row to int8 with a float scale (accuracy_level 4), as llama.cpp's Q4_0 kernels do. Faster,
+   * no longer equal to the TS engine (close: see test/fast-decode.test.ts). Float weights are
+   * unaffected. Default false: float32 math, the graph equals the TS engine.
+   */
+  int8Activations?: boolean;
+}
+
 export interface DecodeGraph {
   model: Uint8Array;
   /** Weight bytes one step reads from the graph's initializers, plus the embedding row. */
@@ -384,10 +399,10 @@ export interface DecodeGraph {
 }
 
 /** The decode-step model (see the header). Throws when decodeGraphUnsupported says why not. */
-export function buildDecodeGraph(cfg: ModelConfig, w: Weights, banks: readonly (ExpertBank | null)[], tab: RopeTables): DecodeGraph {
+export function buildDecodeGraph(cfg: ModelConfig, w: Weights, banks: readonly (ExpertBank | null)[], tab: RopeTables, opts: DecodeGraphOptions = {}): DecodeGraph {
   const why = decodeGraphUnsupported(cfg, banks, tab);
   if (why) throw new Error(`decode graph: unsupported model (${why})`);
-  const g = new GraphBuilder();
+  const g = new GraphBuilder(opts.int8Activations ? 4 : 0);
   const H = cfg.hidden;
   const d = attentionDims(cfg);
   const at = cfg.attention;

@@ -7,7 +7,7 @@
 import type { InferenceSession } from 'onnxruntime-node';
 import { loadOrt, sessionOptions } from '../tensor/ort.js';
 import { attentionDims } from './attention-block.js';
-import { buildDecodeGraph, decodeGraphUnsupported, MAX_GRAPH_BYTES, ropeFactors, type ExpertFormat } from './decode-graph.js';
+import { buildDecodeGraph, decodeGraphUnsupported, MAX_GRAPH_BYTES, ropeFactors, type DecodeGraphOptions, type ExpertFormat } from './decode-graph.js';
 import type { KVCache } from './kv-cache.js';
 import type { Transformer } from './transformer.js';
 
@@ -21,6 +21,8 @@ export class FastDecoder {
     readonly bytesPerToken: number,
     /** Per layer: float or int4 routed experts (null: dense FFN). */
     readonly expertFormats: ExpertFormat[],
+    /** Whether quantized experts multiply 8-bit activations (DecodeGraphOptions). */
+    readonly int8Activations: boolean,
   ) {}
 
   /** Why `model` cannot use the fast path (null when it can, given ORT loads). */
@@ -33,12 +35,13 @@ export class FastDecoder {
   }
 
   /** Builds the graph and its session (hundreds of ms on the fixtures); null when unsupported. */
-  static async create(model: Transformer): Promise<FastDecoder | null> {
+  static async create(model: Transformer, opts: DecodeGraphOptions = {}): Promise<FastDecoder | null> {
     if (FastDecoder.unsupported(model) !== null) return null;
     const ort = loadOrt()!;
-    const graph = buildDecodeGraph(model.config, model.weights, model.banks, model.rope);
+    const graph = buildDecodeGraph(model.config, model.weights, model.banks, model.rope, opts);
     const session = await ort.InferenceSession.create(graph.model, sessionOptions());
-    return new FastDecoder(model, session, model.config.layers.map((l) => l.slidingWindow ?? Infinity), graph.bytesPerToken, graph.expertFormats);
+    const windows = model.config.layers.map((l) => l.slidingWindow ?? Infinity);
+    return new FastDecoder(model, session, windows, graph.bytesPerToken, graph.expertFormats, opts.int8Activations === true);
   }
 
   /** Whether a step may run with `past` tokens already cached (the graph needs at least one). */
@@ -85,26 +88,29 @@ export class FastDecoder {
   }
 }
 
-const decoders = new WeakMap<Transformer, Promise<FastDecoder | null>>();
-const failures = new WeakMap<Transformer, Error>();
+/** Per setting of int8Activations (index 0: exact, 1: int8). */
+const decoders = [new WeakMap<Transformer, Promise<FastDecoder | null>>(), new WeakMap<Transformer, Promise<FastDecoder | null>>()];
+const failures = [new WeakMap<Transformer, Error>(), new WeakMap<Transformer, Error>()];
 
 /**
- * The model's fast decoder, built once per Transformer; null when unsupported or when building
- * the graph failed (the TS engine then decodes; fastDecoderFailure says why).
+ * The model's fast decoder, built once per Transformer and setting of opts.int8Activations; null
+ * when unsupported or when building the graph failed (the TS engine then decodes;
+ * fastDecoderFailure says why).
  */
-export function fastDecoderFor(model: Transformer): Promise<FastDecoder | null> {
-  let d = decoders.get(model);
+export function fastDecoderFor(model: Transformer, opts: DecodeGraphOptions = {}): Promise<FastDecoder | null> {
+  const s = opts.int8Activations ? 1 : 0;
+  let d = decoders[s].get(model);
   if (!d) {
-    d = FastDecoder.create(model).catch((e: Error) => {
-      failures.set(model, e);
+    d = FastDecoder.create(model, { int8Activations: s === 1 }).catch((e: Error) => {
+      failures[s].set(model, e);
       return null;
     });
-    decoders.set(model, d);
+    decoders[s].set(model, d);
   }
   return d;
 }
 
-/** Why building the model's fast decoder failed, if it did. */
-export function fastDecoderFailure(model: Transformer): Error | undefined {
-  return failures.get(model);
+/** Why building the model's fast decoder (for this setting) failed, if it did. */
+export function fastDecoderFailure(model: Transformer, opts: DecodeGraphOptions = {}): Error | undefined {
+  return failures[opts.int8Activations ? 1 : 0].get(model);
 }

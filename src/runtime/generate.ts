@@ -16,6 +16,12 @@ export interface GenerateOptions extends RunOptions {
    * keeps the TS engine throughout. Routing overrides (topK, observe) always use the TS engine.
    */
   fast?: boolean;
+  /**
+   * The fast path's quantized experts multiply 8-bit activations (MatMulNBits accuracy_level 4,
+   * as llama.cpp's Q4_0 kernels): faster on 4-bit models, close to but no longer equal to the TS
+   * engine. Default false (exact float32 math). No effect on float weights or the TS engine.
+   */
+  int8Activations?: boolean;
 }
 
 /** Pick the next token from logits: [V]. */
@@ -46,7 +52,7 @@ export async function* generate(model: Transformer, prompt: number[], opts: Gene
   const rng = new Rng(opts.seed ?? 0);
   const H = model.config.hidden;
   const overridden = (opts.topK !== undefined && opts.topK !== model.config.moe?.routing.topK) || opts.observe !== undefined;
-  const fast = opts.fast !== false && !overridden ? await fastDecoderFor(model) : null;
+  const fast = opts.fast !== false && !overridden ? await fastDecoderFor(model, { int8Activations: opts.int8Activations }) : null;
   let input = prompt;
   for (let n = 0; n < opts.maxTokens; n++) {
     let logits: Float32Array;
