@@ -9,7 +9,7 @@ test('moepress bench --json: one object with every headline key, null only with 
   const r = spawnSync(process.execPath, [MAIN, 'bench', '--json', '--quick', '--sections', 'gemm'], { encoding: 'utf8' });
   assert.equal(r.status, 0, r.stderr);
   const o = JSON.parse(r.stdout) as Record<string, unknown> & { unavailable: Record<string, string>; sections: Record<string, unknown> };
-  const keys = ['compressPeakRssBytes', 'compressSeconds', 'compressFloorSeconds', 'decodeTokensPerSecond', 'llamaCppDecodeTokensPerSecond', 'decodeVsLlamaCpp', 'decodeVsLlamaCppFloor', 'compressedDecodeTokensPerSecond', 'llamaCppCompressedDecodeTokensPerSecond', 'compressedDecodeVsLlamaCpp', 'mixtralDecodeTokensPerSecond', 'llamaCppMixtralDecodeTokensPerSecond', 'gemmGflops', 'evalTokensPerSecond', 'ggufMaxAbsLogProbDiff', 'trainTokensPerSecond', 'trainGemmShare'];
+  const keys = ['compressPeakRssBytes', 'compressSeconds', 'compressFloorSeconds', 'decodeTokensPerSecond', 'llamaCppDecodeTokensPerSecond', 'decodeVsLlamaCpp', 'decodeVsLlamaCppFloor', 'compressedDecodeTokensPerSecond', 'llamaCppCompressedDecodeTokensPerSecond', 'compressedDecodeVsLlamaCpp', 'compressedInt8DecodeTokensPerSecond', 'compressedInt8DecodeVsLlamaCpp', 'mixtralDecodeTokensPerSecond', 'llamaCppMixtralDecodeTokensPerSecond', 'gemmGflops', 'evalTokensPerSecond', 'ggufMaxAbsLogProbDiff', 'trainTokensPerSecond', 'trainGemmShare'];
   for (const k of keys) {
     assert.ok(k in o, `missing key ${k}`);
     if (o[k] === null) assert.match(o.unavailable[k] ?? '', /not selected|--quick|not installed/, `${k} is null without a reason`);

@@ -5,7 +5,8 @@
  * the same 4-bit expert blocks repacked as Q4_0 (export-gguf.ts): llama.cpp then moves as few expert
  * bytes per token as moepress does. Both engines decode greedily at batch 1 (16 prompt tokens + 64
  * new, best of 3, runs interleaved), and llama.cpp's next-token distributions over the prompt are
- * compared with moepress's, with the greedy continuations.
+ * compared with moepress's, with the greedy continuations. On the 4-bit models moepress also runs
+ * with int8Activations (8-bit activations in the expert products, as llama.cpp's Q4_0 kernels).
  */
 import { copyFileSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
@@ -14,6 +15,7 @@ import { exportGguf } from '../export/export-gguf.js';
 import { compareLogProbs, interleavedBest, loadNodeLlamaCpp, openLlamaCpp, timeTokens, type DecodeRun, type Decoder, type LlamaCppEngine, type LogProbAgreement } from '../export/llama-cpp.js';
 import { compress } from '../compress/compress.js';
 import { writeSyntheticMoe } from '../compress/synthetic.js';
+import type { DecodeGraphOptions } from '../runtime/decode-graph.js';
 import { fastDecoderFailure, fastDecoderFor } from '../runtime/fast-decoder.js';
 import { generate } from '../runtime/generate.js';
 import { loadModel } from '../runtime/load-model.js';
@@ -45,18 +47,19 @@ const SYNTHETIC = { layers: 4, E: 8, I: 2816, H: 1024, vocab: 4096, heads: 16, k
  * How moepress decode runs. Hook: a faster decode engine replaces this function (same contract:
  * greedy, batch 1, each run from an empty cache), e.g. via setMoepressDecoder.
  */
-let openMoepressDecoder = async (dir: string): Promise<Decoder> => {
+let openMoepressDecoder = async (dir: string, opts: DecodeGraphOptions = {}): Promise<Decoder> => {
   const m = loadModel(dir);
   const engine = new Transformer(m.config, m.weights, m.banks);
-  const fast = await fastDecoderFor(engine);
+  const fast = await fastDecoderFor(engine, opts);
+  const int8 = opts.int8Activations ? ', 8-bit activations in the 4-bit expert products' : '';
   return {
-    engine: fast ? 'generate(), one ONNX graph per token' : `generate(), TS engine (${fastDecoderFailure(engine)?.message ?? 'no fast decoder for this model'})`,
-    run: (prompt, newTokens) => timeTokens(generate(engine, prompt, { maxTokens: newTokens }), newTokens),
+    engine: fast ? `generate(), one ONNX graph per token${int8}` : `generate(), TS engine (${fastDecoderFailure(engine, opts)?.message ?? 'no fast decoder for this model'})`,
+    run: (prompt, newTokens) => timeTokens(generate(engine, prompt, { maxTokens: newTokens, int8Activations: opts.int8Activations }), newTokens),
     close: async () => {},
   };
 };
 
-export function setMoepressDecoder(open: (dir: string) => Promise<Decoder>): void {
+export function setMoepressDecoder(open: (dir: string, opts?: DecodeGraphOptions) => Promise<Decoder>): void {
   openMoepressDecoder = open;
 }
 
@@ -69,6 +72,8 @@ interface Row {
   /** Keys filled only when llama.cpp ran, and their values (the same keys, in this order). */
   extraKeys: string[];
   extra: (lc: LlamaCppDetail, ratio: number) => (number | boolean)[];
+  /** Also moepress with int8Activations (interleaved with the others): its tokens/s and ratio keys. */
+  int8?: { ours: string; ratio: string };
 }
 
 const ROWS: Row[] = [
@@ -83,14 +88,16 @@ const ROWS: Row[] = [
     ours: 'compressedDecodeTokensPerSecond', theirs: 'llamaCppCompressedDecodeTokensPerSecond',
     extraKeys: ['compressedDecodeVsLlamaCpp', 'compressedLlamaCppProbsMaxAbsDiff', 'compressedLlamaCppArgmaxAgreement', 'compressedLlamaCppGreedyTokensEqual'],
     extra: (lc, ratio) => [ratio, lc.logits.maxAbsProbDiff, lc.logits.argmaxAgree / lc.logits.positions, lc.greedyTokensEqual],
+    int8: { ours: 'compressedInt8DecodeTokensPerSecond', ratio: 'compressedInt8DecodeVsLlamaCpp' },
   },
   {
     name: 'synthetic', label: `synthetic Mixtral-shaped MoE (H ${SYNTHETIC.H}, I ${SYNTHETIC.I}, ${SYNTHETIC.E} experts, ${SYNTHETIC.layers} layers, random weights) compressed with quant q4s-g32, experts Q4_0 in the GGUF`,
     ours: 'syntheticCompressedDecodeTokensPerSecond', theirs: 'llamaCppSyntheticCompressedDecodeTokensPerSecond',
     extraKeys: ['syntheticCompressedDecodeVsLlamaCpp'], extra: (_lc, ratio) => [ratio],
+    int8: { ours: 'syntheticCompressedInt8DecodeTokensPerSecond', ratio: 'syntheticCompressedInt8DecodeVsLlamaCpp' },
   },
 ];
-const ROW_KEYS = (r: Row) => [r.ours, r.theirs, ...r.extraKeys];
+const ROW_KEYS = (r: Row) => [r.ours, r.theirs, ...r.extraKeys, ...(r.int8 ? [r.int8.ours, r.int8.ratio] : [])];
 /** Every headline key, in the order the JSON object lists them (the floor beside the dense ratio). */
 const KEYS = ROWS.flatMap(ROW_KEYS).flatMap((k) => (k === 'decodeVsLlamaCpp' ? [k, 'decodeVsLlamaCppFloor'] : [k]));
 
@@ -127,13 +134,16 @@ async function referenceLogits(dir: string, prompt: number[]): Promise<{ logits:
  * moepress alone, or moepress and llama.cpp interleaved on `dir` exported to GGUF in tmp; a string
  * says why llama.cpp did not run. Exported for one-off comparisons on other models.
  */
-export async function measureDecode(ctx: BenchContext, dir: string, prompt: number[], tmp: string, name: string): Promise<{ ours: Best & { engine: string }; lc: LlamaCppDetail | string }> {
+export async function measureDecode(ctx: BenchContext, dir: string, prompt: number[], tmp: string, name: string, withInt8 = false): Promise<Measured> {
   const moepress = await openMoepressDecoder(dir);
+  const int8 = withInt8 ? await openMoepressDecoder(dir, { int8Activations: true }) : null;
+  const mine = int8 ? [moepress, int8] : [moepress];
+  /** moepress's runs (the first mine.length of `runs`) as the result's ours / int8. */
+  const label = (runs: Best[]) => ({ ours: { ...runs[0], engine: moepress.engine }, ...(int8 ? { int8: { ...runs[1], engine: int8.engine } } : {}) });
   try {
     const lib = ctx.quick ? null : await loadNodeLlamaCpp();
     if (!lib || !lib.ok) {
-      const [ours] = await interleavedBest([moepress], prompt, NEW_TOKENS, REPEATS);
-      return { ours: { ...ours, engine: moepress.engine }, lc: lib ? lib.reason : 'skipped with --quick' };
+      return { ...label(await interleavedBest(mine, prompt, NEW_TOKENS, REPEATS)), lc: lib ? lib.reason : 'skipped with --quick' };
     }
     const gguf = join(tmp, `${name}.gguf`);
     const ex = exportGguf(dir, gguf, { dtype: 'F32' });
@@ -141,20 +151,21 @@ export async function measureDecode(ctx: BenchContext, dir: string, prompt: numb
     try {
       llama = await openLlamaCpp(lib, gguf, { contextSize: prompt.length + NEW_TOKENS + 8, threads: ctx.threads });
     } catch (e) {
-      const [ours] = await interleavedBest([moepress], prompt, NEW_TOKENS, REPEATS);
-      return { ours: { ...ours, engine: moepress.engine }, lc: `llama.cpp failed to load the GGUF: ${(e as Error).message}` };
+      return { ...label(await interleavedBest(mine, prompt, NEW_TOKENS, REPEATS)), lc: `llama.cpp failed to load the GGUF: ${(e as Error).message}` };
     }
     try {
       const ref = await referenceLogits(dir, prompt);
       const logits = compareLogProbs(ref.logits, await llama.promptLogProbs(prompt, ref.V), prompt.length, ref.V);
       ctx.onProgress({ task: 'bench', done: 0, total: REPEATS, unit: 'decode rounds', detail: 'moepress and llama.cpp, interleaved' });
-      const [ours, ...theirs] = await interleavedBest([moepress, ...llama.decoders], prompt, NEW_TOKENS, REPEATS);
+      const all = await interleavedBest([...mine, ...llama.decoders], prompt, NEW_TOKENS, REPEATS);
+      const ours = all[0];
+      const theirs = all.slice(mine.length);
       const perThreads = theirs.map((t, i) => ({ threads: llama.decoders[i].threads, ...t }));
       // llama.cpp's best thread count is the baseline: the comparison never rests on a slow setting.
       const best = perThreads.reduce((x, y) => (y.decodeTokensPerSecond > x.decodeTokensPerSecond ? y : x));
       const first = firstDifference(ours.tokens, best.tokens);
       return {
-        ours: { ...ours, engine: moepress.engine },
+        ...label(all),
         lc: {
           version: llama.version, llamaCppRelease: llama.llamaCppRelease, buildType: llama.buildType, threads: best.threads,
           gguf: { dtype: ex.expertType ? `F32, experts ${ex.expertType}` : 'F32', bytes: ex.dataBytes, exportSeconds: ex.seconds },
@@ -166,8 +177,11 @@ export async function measureDecode(ctx: BenchContext, dir: string, prompt: numb
     }
   } finally {
     await moepress.close();
+    await int8?.close();
   }
 }
+
+type Measured = { ours: Best & { engine: string }; int8?: Best & { engine: string }; lc: LlamaCppDetail | string };
 
 /** The model directory of a row: a fixture, or the mixtral fixture compressed into tmp. */
 async function rowDir(ctx: BenchContext, row: Row, tmp: string): Promise<string | { why: string }> {
@@ -188,7 +202,7 @@ async function rowDir(ctx: BenchContext, row: Row, tmp: string): Promise<string 
   return out;
 }
 
-type RowResult = { row: Row; dir: string; prompt: number[]; ours: Best & { engine: string }; lc: LlamaCppDetail | string } | { row: Row; unavailable: string };
+type RowResult = ({ row: Row; dir: string; prompt: number[] } & Measured) | { row: Row; unavailable: string };
 
 async function run(ctx: BenchContext): Promise<SectionResult> {
   const textFile = resolve(ctx.shared, 'corpus', 'test.txt');
@@ -204,7 +218,7 @@ async function run(ctx: BenchContext): Promise<SectionResult> {
         continue;
       }
       const prompt = loadTokenizer(dir).encode(text).slice(0, PROMPT_TOKENS);
-      results.push({ row, dir, prompt, ...(await measureDecode(ctx, dir, prompt, tmp, row.name)) });
+      results.push({ row, dir, prompt, ...(await measureDecode(ctx, dir, prompt, tmp, row.name, row.int8 !== undefined)) });
     }
   } finally {
     rmSync(tmp, { recursive: true, force: true });
@@ -221,24 +235,33 @@ async function run(ctx: BenchContext): Promise<SectionResult> {
       lines.push(`${r.row.label}: not measured (${r.unavailable})`);
       continue;
     }
-    const { ours, lc } = r;
-    detail[r.row.name] = { model: r.dir, prompt: r.prompt, moepress: ours, llamaCpp: typeof lc === 'string' ? { unavailable: lc } : lc };
+    const { ours, int8, lc } = r;
+    const int8Detail = int8 ? { moepressInt8Activations: { ...int8, greedyTokensEqualToExact: firstDifference(int8.tokens, ours.tokens) === null } } : {};
+    detail[r.row.name] = { model: r.dir, prompt: r.prompt, moepress: ours, ...int8Detail, llamaCpp: typeof lc === 'string' ? { unavailable: lc } : lc };
     summary[r.row.ours] = ours.decodeTokensPerSecond;
     lines.push(`${r.row.label}:`);
     lines.push(`  moepress (${ours.engine}): ${ours.decodeTokensPerSecond.toFixed(1)} tokens/s (runs ${ours.runsTokensPerSecond.map((x) => x.toFixed(0)).join(', ')})`);
+    if (int8 && r.row.int8) {
+      summary[r.row.int8.ours] = int8.decodeTokensPerSecond;
+      const first = firstDifference(int8.tokens, ours.tokens);
+      lines.push(`  moepress (${int8.engine}): ${int8.decodeTokensPerSecond.toFixed(1)} tokens/s (runs ${int8.runsTokensPerSecond.map((x) => x.toFixed(0)).join(', ')}); ` +
+        `greedy ${NEW_TOKENS} tokens ${first === null ? 'identical to' : `differ from token ${first} from`} the exact path's`);
+    }
+    const int8Keys = r.row.int8 ? [r.row.int8.ours, r.row.int8.ratio] : [];
     if (typeof lc === 'string') {
-      for (const k of keys.slice(1)) [summary[k], unavailable[k]] = [null, lc];
+      for (const k of keys.slice(1)) if (k !== int8Keys[0]) [summary[k], unavailable[k]] = [null, lc];
       lines.push(`  llama.cpp: not measured (${lc})`);
       continue;
     }
     const ratio = ours.decodeTokensPerSecond / lc.decode.decodeTokensPerSecond;
     summary[r.row.theirs] = lc.decode.decodeTokensPerSecond;
     r.row.extra(lc, ratio).forEach((v, i) => (summary[r.row.extraKeys[i]] = v));
+    if (int8 && r.row.int8) summary[r.row.int8.ratio] = int8.decodeTokensPerSecond / lc.decode.decodeTokensPerSecond;
     for (const t of lc.byThreads) {
       lines.push(`  llama.cpp (node-llama-cpp ${lc.version}, ${lc.llamaCppRelease}, ${lc.buildType} CPU, ${t.threads} threads, GGUF ${lc.gguf.dtype}): ${t.decodeTokensPerSecond.toFixed(1)} tokens/s (runs ${t.runsTokensPerSecond.map((x) => x.toFixed(0)).join(', ')})${t.threads === lc.threads ? ' <- baseline (best)' : ''}`);
     }
     const floor = r.row.name === 'dense' ? ` (floor ${DECODE_VS_LLAMA_CPP_FLOOR}: ${ratio >= DECODE_VS_LLAMA_CPP_FLOOR ? 'met' : 'NOT met'})` : '';
-    lines.push(`  moepress / llama.cpp = ${ratio.toFixed(2)}${floor}`);
+    lines.push(`  moepress / llama.cpp = ${ratio.toFixed(2)}${floor}${int8 ? `; with 8-bit activations ${(int8.decodeTokensPerSecond / lc.decode.decodeTokensPerSecond).toFixed(2)}` : ''}`);
     const g = lc.logits;
     lines.push(`  agreement (llama.cpp with an F32 KV cache), next-token distributions at the ${g.positions} prompt positions: max |diff| of log p ${g.maxAbsLogProbDiff.toExponential(2)}, ` +
       `of p ${g.maxAbsProbDiff.toExponential(2)}; argmax equal at ${g.argmaxAgree}/${g.positions}${g.missing ? ` (${g.missing} positions MISSING from llama.cpp)` : ''}; ` +
