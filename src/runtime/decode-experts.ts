@@ -33,8 +33,8 @@ function concat(parts: Float32Array[]): Float32Array {
  *
  * Sparse parts (resmoe-prune, ders-magnitude) are densified: reading only the nonzeros lost on a
  * fixture-sized [1024, 256] matrix at densities 0.05–0.25 (2 shared cores, onnxruntime-node 1.30):
- * Gather + Mul + ScatterElements(reduction add) took 5–15x the dense Gemm's 35–65 µs, a padded
- * per-row (ELL) Gather + Mul + ReduceSum 7–10x, and ORT turns sparse initializers into dense
+ * Gather + Mul + ScatterElements(reduction add) took 5–38x the dense Gemm's 35–90 µs, a padded
+ * per-row (ELL) Gather + Mul + ReduceSum 7–14x, and ORT turns sparse initializers into dense
  * ones at load (SparseToDenseMatMul takes only a sparse graph input, which onnxruntime-node cannot feed).
  */
 export interface QuantStacks {
