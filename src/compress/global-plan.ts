@@ -1,0 +1,42 @@
+/**
+ * Model-wide byte allocation (--allocate global): instead of every layer keeping the same budget
+ * fraction, one allocation over the items (expert matrices) of every layer under the model's cap
+ * budget × Σ the layers' bf16 bytes, so layers whose matrices lose little at fewer bits give bytes
+ * to those that lose more. Each layer's cap is the bytes its items got, plus its share (by bf16
+ * bytes) of what the allocation left unused; the method then allocates within that cap as usual
+ * (and may still choose a shared base there). The plan is deterministic given the measurements,
+ * and is stored in the partial directory so --resume keeps the caps of the first run.
+ */
+import { allocate, type AllocOption } from './auto/allocate.js';
+
+export interface LayerItems {
+  layer: number;
+  /** bf16 bytes of the layer's experts. */
+  referenceBytes: number;
+  items: AllocOption[][];
+}
+
+export interface GlobalPlan {
+  /** The model-wide cap: floor(budget × Σ referenceBytes). */
+  capBytes: number;
+  /** layer -> its cap. Σ caps ≤ capBytes. */
+  layerCaps: Record<number, number>;
+  /** The allocation's total estimated error (Σ over every item). */
+  error: number;
+}
+
+export function globalPlan(layers: LayerItems[], budget: number): GlobalPlan {
+  const reference = layers.reduce((s, l) => s + l.referenceBytes, 0);
+  const capBytes = Math.floor(budget * reference);
+  const all = layers.flatMap((l) => l.items);
+  const alloc = allocate(all, capBytes);
+  const slack = capBytes - alloc.bytes;
+  const layerCaps: Record<number, number> = {};
+  let k = 0;
+  for (const l of layers) {
+    let used = 0;
+    for (const o of l.items) used += o[alloc.choice[k++]].bytes;
+    layerCaps[l.layer] = used + Math.floor((slack * l.referenceBytes) / reference);
+  }
+  return { capBytes, layerCaps, error: alloc.error };
+}
