@@ -37,7 +37,7 @@ test('globalPlan: identical layers get the per-layer allocation', () => {
   for (const budget of [0.25, 0.3, 0.5, 0.4]) {
     const cap = Math.floor(budget * ref);
     const one = allocate(items, cap);
-    const plan = globalPlan([0, 1, 2].map((layer) => ({ layer, referenceBytes: ref, items })), budget);
+    const plan = globalPlan([0, 1, 2].map((layer) => ({ layer, referenceBytes: ref, items, energy: 1 })), budget);
     assert.equal(plan.capBytes, Math.floor(budget * (3 * ref)));
     const caps = Object.values(plan.layerCaps);
     assert.ok(caps.reduce((s, c) => s + c, 0) <= plan.capBytes);
@@ -56,12 +56,18 @@ test('globalPlan: the layer that loses more per byte gets more bytes, within the
   const quiet = convexItems(rng, 8, 1);
   const loud = convexItems(rng, 8, 100);
   const ref = 8 * 80;
-  const plan = globalPlan([{ layer: 0, referenceBytes: ref, items: quiet }, { layer: 2, referenceBytes: ref, items: loud }], 0.3);
+  const plan = globalPlan([{ layer: 0, referenceBytes: ref, items: quiet, energy: 1 }, { layer: 2, referenceBytes: ref, items: loud, energy: 1 }], 0.3, 'absolute');
   assert.ok(plan.layerCaps[2] > plan.layerCaps[0], `caps ${JSON.stringify(plan.layerCaps)}`);
   assert.ok(plan.layerCaps[2] > Math.floor(0.3 * ref));
   assert.ok(plan.layerCaps[0] + plan.layerCaps[2] <= plan.capBytes);
   const perLayer = allocate(quiet, Math.floor(0.3 * ref)).error + allocate(loud, Math.floor(0.3 * ref)).error;
   assert.ok(plan.error < perLayer, `global ${plan.error} vs per-layer ${perLayer}`);
+  // 'relative': the same items scaled by 100 with 100× the energy count the same as unscaled ones
+  const scaled = quiet.map((o) => o.map((c) => ({ bytes: c.bytes, error: 100 * c.error })));
+  const rel = globalPlan([{ layer: 0, referenceBytes: ref, items: quiet, energy: 1 }, { layer: 1, referenceBytes: ref, items: scaled, energy: 100 }], 0.3, 'relative');
+  assert.equal(rel.layerCaps[0], rel.layerCaps[1]);
+  const abs = globalPlan([{ layer: 0, referenceBytes: ref, items: quiet, energy: 1 }, { layer: 1, referenceBytes: ref, items: scaled, energy: 100 }], 0.3, 'absolute');
+  assert.ok(abs.layerCaps[1] > abs.layerCaps[0], `caps ${JSON.stringify(abs.layerCaps)}`);
 });
 
 test('compress --allocate global: bytes on disk within the model budget, each layer within its recorded cap', async () => {

@@ -50,6 +50,7 @@ export async function compressCommand(argv: string[]): Promise<void> {
     'calib-seed': { type: 'string' },
     'calib-cache': { type: 'string' },
     allocate: { type: 'string' },
+    'layer-weighting': { type: 'string' },
     resume: { type: 'boolean' },
     overwrite: { type: 'boolean' },
     json: { type: 'boolean' },
@@ -70,9 +71,12 @@ export async function compressCommand(argv: string[]): Promise<void> {
   if (!json) await printEstimate(model, p.req('out'), { method, budget, base, layers, alignIters });
   const allocation = p.str('allocate') ?? 'layer';
   if (allocation !== 'layer' && allocation !== 'global') throw new UsageError(`--allocate must be layer or global, got '${allocation}'`);
+  const layerWeighting = p.str('layer-weighting') ?? 'relative';
+  if (layerWeighting !== 'relative' && layerWeighting !== 'absolute') throw new UsageError(`--layer-weighting must be relative or absolute, got '${layerWeighting}'`);
   const t0 = performance.now();
   const m = await compress({
     allocation,
+    layerWeighting,
     model,
     out: p.req('out'),
     method,

@@ -15,7 +15,7 @@ import { expertHubNames, openExpertSource, readDenseFfn } from './experts-io.js'
 import { expertsFile, FORMAT, FORMAT_VERSION, MANIFEST_FILE, packageVersion, type Manifest } from './format.js';
 import { LayerStore, referenceBytes, type BaseKind, type Method, type MethodOptions } from './method.js';
 import type { AllocOption } from './auto/allocate.js';
-import { globalPlan, type GlobalPlan, type LayerItems } from './global-plan.js';
+import { globalPlan, type GlobalPlan, type LayerItems, type LayerWeighting } from './global-plan.js';
 import { methodByName } from './methods/index.js';
 import type { LayerRecord } from './parts.js';
 import type { CompressProfile } from './profile.js';
@@ -47,6 +47,8 @@ export interface CompressRequest {
    * methods with `measureLayer` only, i.e. auto).
    */
   allocation?: Allocation;
+  /** --allocate global: how layers' errors are compared (global-plan.ts); default 'relative'. */
+  layerWeighting?: LayerWeighting;
 }
 
 export type Allocation = 'layer' | 'global';
@@ -55,7 +57,7 @@ export type Allocation = 'layer' | 'global';
 const SIDE_FILES = ['config.json', 'tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'generation_config.json'];
 
 function runKey(req: CompressRequest, layers: number[]): string {
-  return JSON.stringify({ model: resolve(req.model), method: req.method, budget: req.budget, seed: req.seed ?? 0, base: req.base ?? 'mean', baseFrom: req.baseFrom ?? null, layers, alignIters: req.alignIters ?? 8, calib: calibrationLabel(req.calib, null), allocation: req.allocation ?? 'layer' });
+  return JSON.stringify({ model: resolve(req.model), method: req.method, budget: req.budget, seed: req.seed ?? 0, base: req.base ?? 'mean', baseFrom: req.baseFrom ?? null, layers, alignIters: req.alignIters ?? 8, calib: calibrationLabel(req.calib, null), allocation: req.allocation ?? 'layer', layerWeighting: req.allocation === 'global' ? req.layerWeighting ?? 'relative' : null });
 }
 
 /** What the manifest records: the calibration's source, windows and seed, or 'data-free'. */
@@ -111,7 +113,7 @@ export async function compress(req: CompressRequest): Promise<Manifest> {
   const calibration = req.calib ? await calibrate(req.model, req.calib, req.onProgress) : null;
   const optsFor = (layer: number): MethodOptions => ({ budget: req.budget, seed, base, denseBase: dense ? denseBaseFor(dense, layer, I, H) : null, alignIters: req.alignIters ?? 8, onProgress: req.onProgress, profile: req.profile, calib: calibration?.layers.get(layer) ?? null });
   try {
-    const planned = allocation === 'global' ? await planCaps(src, partial, layers, method, optsFor) : null;
+    const planned = allocation === 'global' ? await planCaps(src, partial, layers, method, optsFor, req.layerWeighting ?? 'relative') : null;
     for (const [i, layer] of layers.entries()) {
       const recFile = join(partial, `layer-${layer}.json`);
       if (existsSync(recFile) && existsSync(join(partial, expertsFile(layer)))) {
@@ -142,7 +144,7 @@ const PLAN_FILE = 'plan.json';
  * The model-wide plan: read back from the partial directory when a resumed run made it, else every
  * layer measured (the measurements are kept to spare the layers measuring again) and allocated.
  */
-async function planCaps(src: ModelSource, partial: string, layers: number[], method: Method, optsFor: (layer: number) => MethodOptions): Promise<{ plan: GlobalPlan; measured: Map<number, AllocOption[][]> }> {
+async function planCaps(src: ModelSource, partial: string, layers: number[], method: Method, optsFor: (layer: number) => MethodOptions, weighting: LayerWeighting): Promise<{ plan: GlobalPlan; measured: Map<number, AllocOption[][]> }> {
   const file = join(partial, PLAN_FILE);
   const measured = new Map<number, AllocOption[][]>();
   if (existsSync(file)) return { plan: JSON.parse(readFileSync(file, 'utf8')) as GlobalPlan, measured };
@@ -151,13 +153,13 @@ async function planCaps(src: ModelSource, partial: string, layers: number[], met
     const x = openExpertSource(src, layer);
     try {
       const m = await method.measureLayer!(x, optsFor(layer));
-      measured.set(layer, m);
-      items.push({ layer, referenceBytes: referenceBytes(x.E, x.I, x.H), items: m });
+      measured.set(layer, m.items);
+      items.push({ layer, referenceBytes: referenceBytes(x.E, x.I, x.H), items: m.items, energy: m.energy });
     } finally {
       x.close();
     }
   }
-  const plan = globalPlan(items, optsFor(layers[0]).budget);
+  const plan = globalPlan(items, optsFor(layers[0]).budget, weighting);
   writeAtomic(file, (tmp) => writeFileSync(tmp, JSON.stringify(plan)));
   return { plan, measured };
 }
@@ -225,7 +227,7 @@ function finish(src: ModelSource, req: CompressRequest, dir: string, layers: num
     method: req.method,
     budget: req.budget,
     seed: req.seed ?? 0,
-    options: { base: req.base ?? 'mean', baseFrom: req.baseFrom ?? null, layers, alignIters: req.alignIters ?? 8, calibration: calibrationLabel(req.calib, calib), allocation: req.allocation ?? 'layer' },
+    options: { base: req.base ?? 'mean', baseFrom: req.baseFrom ?? null, layers, alignIters: req.alignIters ?? 8, calibration: calibrationLabel(req.calib, calib), allocation: req.allocation ?? 'layer', ...(req.allocation === 'global' ? { layerWeighting: req.layerWeighting ?? 'relative' } : {}) },
     source: {
       dir: resolve(src.dir),
       modelType: src.config.modelType,

@@ -14,21 +14,34 @@ export interface LayerItems {
   /** bf16 bytes of the layer's experts. */
   referenceBytes: number;
   items: AllocOption[][];
+  /** The error of storing nothing (Σ over the items). */
+  energy: number;
 }
+
+/**
+ * How one layer's estimated errors are compared with another's. 'absolute': as they are (with
+ * calibration, squared changes of the residual stream, whose scale grows with depth); 'relative':
+ * divided by the layer's energy, i.e. each layer's relative output error counts the same, as an
+ * early layer's error also reaches every later one.
+ */
+export type LayerWeighting = 'absolute' | 'relative';
 
 export interface GlobalPlan {
   /** The model-wide cap: floor(budget × Σ referenceBytes). */
   capBytes: number;
   /** layer -> its cap. Σ caps ≤ capBytes. */
   layerCaps: Record<number, number>;
-  /** The allocation's total estimated error (Σ over every item). */
+  /** The allocation's total estimated error (Σ over every item, as weighted). */
   error: number;
 }
 
-export function globalPlan(layers: LayerItems[], budget: number): GlobalPlan {
+export function globalPlan(layers: LayerItems[], budget: number, weighting: LayerWeighting = 'relative'): GlobalPlan {
   const reference = layers.reduce((s, l) => s + l.referenceBytes, 0);
   const capBytes = Math.floor(budget * reference);
-  const all = layers.flatMap((l) => l.items);
+  const all = layers.flatMap((l) => {
+    const f = weighting === 'relative' && l.energy > 0 ? 1 / l.energy : 1;
+    return f === 1 ? l.items : l.items.map((o) => o.map((c) => ({ bytes: c.bytes, error: c.error * f })));
+  });
   const alloc = allocate(all, capBytes);
   const slack = capBytes - alloc.bytes;
   const layerCaps: Record<number, number> = {};

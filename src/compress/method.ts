@@ -166,6 +166,13 @@ export interface MethodOptions {
   measured?: AllocOption[][];
 }
 
+/** A layer's options for the model-wide allocation (Method.measureLayer). */
+export interface LayerMeasure {
+  items: AllocOption[][];
+  /** The estimated error of storing nothing (Σ over the items): the layer's output energy, in the errors' units. */
+  energy: number;
+}
+
 export interface Method {
   name: string;
   /** One line for `--help` and the README. */
@@ -183,7 +190,7 @@ export interface Method {
    * (bytes, estimated error in units comparable across layers), for a model-wide allocation that
    * then sets each layer's `capBytes`. Deterministic; reads experts in order 0..E−1.
    */
-  measureLayer?(x: ExpertSource, opts: MethodOptions): Promise<AllocOption[][]>;
+  measureLayer?(x: ExpertSource, opts: MethodOptions): Promise<LayerMeasure>;
 }
 
 export function referenceBytes(E: number, I: number, H: number): number {
