@@ -6,6 +6,9 @@
  * bytes) of what the allocation left unused; the method then allocates within that cap as usual
  * (and may still choose a shared base there). The plan is deterministic given the measurements,
  * and is stored in the partial directory so --resume keeps the caps of the first run.
+ * Not the default: on the trained fixtures (auto, calibration, budget 0.125, 64 test windows) it
+ * moved perplexity by −0.8% (mixtral, absolute) to +6.7% (olmoe, absolute); with 'relative'
+ * +1.2% and +0.3%. The diagonal proxy does not see how an early layer's error grows downstream.
  */
 import { allocate, type AllocOption } from './auto/allocate.js';
 
