@@ -1,6 +1,6 @@
 /**
  * moepress compress MODEL --out DIR --method M --budget B [--base …] [--base-from DIR] [--layers …] [--seed S]
- *   [--calib TEXT [--calib-windows N] [--calib-seed S] [--calib-cache FILE]] [--resume] [--json]
+ *   [--calib TEXT [--calib-windows N] [--calib-seed S] [--calib-cache FILE]] [--allocate layer|global] [--resume] [--json]
  */
 import { existsSync } from 'node:fs';
 import os from 'node:os';
@@ -49,6 +49,8 @@ export async function compressCommand(argv: string[]): Promise<void> {
     'calib-windows': { type: 'string' },
     'calib-seed': { type: 'string' },
     'calib-cache': { type: 'string' },
+    allocate: { type: 'string' },
+    'layer-weighting': { type: 'string' },
     resume: { type: 'boolean' },
     overwrite: { type: 'boolean' },
     json: { type: 'boolean' },
@@ -67,8 +69,14 @@ export async function compressCommand(argv: string[]): Promise<void> {
   const calib = calibFile ? { file: calibFile, windows: p.int('calib-windows'), seed: p.int('calib-seed'), cache: p.str('calib-cache') } : undefined;
   if (!json && !calib) process.stderr.write('no --calib text: data-free compression (methods use weights only)\n');
   if (!json) await printEstimate(model, p.req('out'), { method, budget, base, layers, alignIters });
+  const allocation = p.str('allocate') ?? 'layer';
+  if (allocation !== 'layer' && allocation !== 'global') throw new UsageError(`--allocate must be layer or global, got '${allocation}'`);
+  const layerWeighting = p.str('layer-weighting') ?? 'relative';
+  if (layerWeighting !== 'relative' && layerWeighting !== 'absolute') throw new UsageError(`--layer-weighting must be relative or absolute, got '${layerWeighting}'`);
   const t0 = performance.now();
   const m = await compress({
+    allocation,
+    layerWeighting,
     model,
     out: p.req('out'),
     method,

@@ -13,7 +13,9 @@ import type { ProgressFn } from '../progress.js';
 import { openModel, type ModelSource } from '../runtime/load-model.js';
 import { expertHubNames, openExpertSource, readDenseFfn } from './experts-io.js';
 import { expertsFile, FORMAT, FORMAT_VERSION, MANIFEST_FILE, packageVersion, type Manifest } from './format.js';
-import { LayerStore, type BaseKind, type Method, type MethodOptions } from './method.js';
+import { LayerStore, referenceBytes, type BaseKind, type Method, type MethodOptions } from './method.js';
+import type { AllocOption } from './auto/allocate.js';
+import { globalPlan, type GlobalPlan, type LayerItems, type LayerWeighting } from './global-plan.js';
 import { methodByName } from './methods/index.js';
 import type { LayerRecord } from './parts.js';
 import type { CompressProfile } from './profile.js';
@@ -39,13 +41,23 @@ export interface CompressRequest {
   profile?: CompressProfile;
   /** Calibration text (issue 5): activation statistics for calibration-aware methods; absent: data-free. */
   calib?: CalibrationRequest;
+  /**
+   * 'layer' (default): every layer stores at most budget × its bf16 bytes. 'global': one
+   * allocation over every layer under budget × the model's bf16 expert bytes (global-plan.ts;
+   * methods with `measureLayer` only, i.e. auto).
+   */
+  allocation?: Allocation;
+  /** --allocate global: how layers' errors are compared (global-plan.ts); default 'relative'. */
+  layerWeighting?: LayerWeighting;
 }
+
+export type Allocation = 'layer' | 'global';
 
 /** Files copied unchanged next to the weights. */
 const SIDE_FILES = ['config.json', 'tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'generation_config.json'];
 
 function runKey(req: CompressRequest, layers: number[]): string {
-  return JSON.stringify({ model: resolve(req.model), method: req.method, budget: req.budget, seed: req.seed ?? 0, base: req.base ?? 'mean', baseFrom: req.baseFrom ?? null, layers, alignIters: req.alignIters ?? 8, calib: calibrationLabel(req.calib, null) });
+  return JSON.stringify({ model: resolve(req.model), method: req.method, budget: req.budget, seed: req.seed ?? 0, base: req.base ?? 'mean', baseFrom: req.baseFrom ?? null, layers, alignIters: req.alignIters ?? 8, calib: calibrationLabel(req.calib, null), allocation: req.allocation ?? 'layer', layerWeighting: req.allocation === 'global' ? req.layerWeighting ?? 'relative' : null });
 }
 
 /** What the manifest records: the calibration's source, windows and seed, or 'data-free'. */
@@ -78,6 +90,8 @@ export async function compress(req: CompressRequest): Promise<Manifest> {
   for (const l of layers) if (!moeLayers.includes(l)) throw new MoepressError(`--layers: layer ${l} is not a MoE layer (MoE layers: ${moeLayers.join(', ')})`);
   if (!(req.budget > 0 && req.budget <= 1)) throw new MoepressError(`--budget must be in (0, 1], the fraction of bf16 expert bytes to keep; got ${req.budget}`);
   const base = req.base ?? 'mean';
+  const allocation = req.allocation ?? 'layer';
+  if (allocation === 'global' && !method.measureLayer) throw new MoepressError(`--allocate global needs a method that measures its options (auto), not ${method.name}`);
   method.check(E, I, H, req.budget, { base, denseBase: req.baseFrom ? { gate: new Float32Array(0), up: new Float32Array(0), down: new Float32Array(0) } : null });
 
   const out = resolve(req.out);
@@ -97,14 +111,16 @@ export async function compress(req: CompressRequest): Promise<Manifest> {
   const seed = req.seed ?? 0;
   const dense = req.baseFrom ? openModel(req.baseFrom) : null;
   const calibration = req.calib ? await calibrate(req.model, req.calib, req.onProgress) : null;
+  const optsFor = (layer: number): MethodOptions => ({ budget: req.budget, seed, base, denseBase: dense ? denseBaseFor(dense, layer, I, H) : null, alignIters: req.alignIters ?? 8, onProgress: req.onProgress, profile: req.profile, calib: calibration?.layers.get(layer) ?? null });
   try {
+    const planned = allocation === 'global' ? await planCaps(src, partial, layers, method, optsFor, req.layerWeighting ?? 'relative') : null;
     for (const [i, layer] of layers.entries()) {
       const recFile = join(partial, `layer-${layer}.json`);
       if (existsSync(recFile) && existsSync(join(partial, expertsFile(layer)))) {
         records.push(JSON.parse(readFileSync(recFile, 'utf8')));
       } else {
         const t0 = performance.now();
-        const opts: MethodOptions = { budget: req.budget, seed, base, denseBase: dense ? denseBaseFor(dense, layer, I, H) : null, alignIters: req.alignIters ?? 8, onProgress: req.onProgress, profile: req.profile, calib: calibration?.layers.get(layer) ?? null };
+        const opts: MethodOptions = { ...optsFor(layer), ...(planned ? { capBytes: planned.plan.layerCaps[layer], measured: planned.measured.get(layer) } : {}) };
         const rec = await compressOneLayer(src, layer, partial, opts, method.compressLayer, req.profile);
         writeAtomic(recFile, (tmp) => writeFileSync(tmp, JSON.stringify(rec)));
         records.push(rec);
@@ -120,6 +136,32 @@ export async function compress(req: CompressRequest): Promise<Manifest> {
   if (existsSync(out)) rmSync(out, { recursive: true, force: true });
   renameSync(partial, out);
   return manifest;
+}
+
+const PLAN_FILE = 'plan.json';
+
+/**
+ * The model-wide plan: read back from the partial directory when a resumed run made it, else every
+ * layer measured (the measurements are kept to spare the layers measuring again) and allocated.
+ */
+async function planCaps(src: ModelSource, partial: string, layers: number[], method: Method, optsFor: (layer: number) => MethodOptions, weighting: LayerWeighting): Promise<{ plan: GlobalPlan; measured: Map<number, AllocOption[][]> }> {
+  const file = join(partial, PLAN_FILE);
+  const measured = new Map<number, AllocOption[][]>();
+  if (existsSync(file)) return { plan: JSON.parse(readFileSync(file, 'utf8')) as GlobalPlan, measured };
+  const items: LayerItems[] = [];
+  for (const layer of layers) {
+    const x = openExpertSource(src, layer);
+    try {
+      const m = await method.measureLayer!(x, optsFor(layer));
+      measured.set(layer, m.items);
+      items.push({ layer, referenceBytes: referenceBytes(x.E, x.I, x.H), items: m.items, energy: m.energy });
+    } finally {
+      x.close();
+    }
+  }
+  const plan = globalPlan(items, optsFor(layers[0]).budget, weighting);
+  writeAtomic(file, (tmp) => writeFileSync(tmp, JSON.stringify(plan)));
+  return { plan, measured };
 }
 
 /**
@@ -185,7 +227,7 @@ function finish(src: ModelSource, req: CompressRequest, dir: string, layers: num
     method: req.method,
     budget: req.budget,
     seed: req.seed ?? 0,
-    options: { base: req.base ?? 'mean', baseFrom: req.baseFrom ?? null, layers, alignIters: req.alignIters ?? 8, calibration: calibrationLabel(req.calib, calib) },
+    options: { base: req.base ?? 'mean', baseFrom: req.baseFrom ?? null, layers, alignIters: req.alignIters ?? 8, calibration: calibrationLabel(req.calib, calib), allocation: req.allocation ?? 'layer', ...(req.allocation === 'global' ? { layerWeighting: req.layerWeighting ?? 'relative' } : {}) },
     source: {
       dir: resolve(src.dir),
       modelType: src.config.modelType,
@@ -202,6 +244,7 @@ function finish(src: ModelSource, req: CompressRequest, dir: string, layers: num
   writeFileSync(join(dir, MANIFEST_FILE), JSON.stringify(manifest, null, 2));
   for (const r of records) rmSync(join(dir, `layer-${r.layer}.json`), { force: true });
   rmSync(join(dir, 'run.json'), { force: true });
+  rmSync(join(dir, PLAN_FILE), { force: true });
   return manifest;
 }
 

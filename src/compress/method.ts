@@ -5,6 +5,7 @@ import { MoepressError } from '../io/errors.js';
 import { readFullyAt, writeFullyAt } from '../io/fileio.js';
 import { SafetensorsWriter } from '../io/safetensors-writer.js';
 import type { ProgressFn } from '../progress.js';
+import type { AllocOption } from './auto/allocate.js';
 import type { LayerCalib } from './calib/types.js';
 import type { ExpertSource } from './experts-io.js';
 import type { LayerRecord } from './parts.js';
@@ -156,6 +157,20 @@ export interface MethodOptions {
    * absent: data-free. Methods that use it record `calib` in the layer's choices.
    */
   calib?: LayerCalib | null;
+  /**
+   * The layer's byte cap when a model-wide allocation set it (--allocate global); absent: the
+   * budget × the layer's bf16 bytes. Methods without `measureLayer` ignore it.
+   */
+  capBytes?: number;
+  /** This layer's options from `measureLayer`, when the run already measured them (saves measuring again). */
+  measured?: AllocOption[][];
+}
+
+/** A layer's options for the model-wide allocation (Method.measureLayer). */
+export interface LayerMeasure {
+  items: AllocOption[][];
+  /** The estimated error of storing nothing (Σ over the items): the layer's output energy, in the errors' units. */
+  energy: number;
 }
 
 export interface Method {
@@ -170,6 +185,12 @@ export interface Method {
    * it exists. Experts are visited in order 0..E−1.
    */
   compressLayer(x: ExpertSource, store: LayerStore, opts: MethodOptions): Promise<LayerRecord>;
+  /**
+   * Methods that allocate bytes among options (auto): every item of the layer with its options
+   * (bytes, estimated error in units comparable across layers), for a model-wide allocation that
+   * then sets each layer's `capBytes`. Deterministic; reads experts in order 0..E−1.
+   */
+  measureLayer?(x: ExpertSource, opts: MethodOptions): Promise<LayerMeasure>;
 }
 
 export function referenceBytes(E: number, I: number, H: number): number {

@@ -9,18 +9,20 @@
  *      the delta candidates against the bf16 mean as a shared base
  *   3. allocate bytes (auto/allocate.ts) with and without the base, keep the lower estimated
  *      error, and encode the chosen candidates
- * The budget is a hard cap on the bytes stored for the layer, checked on the bytes written.
+ * The budget is a hard cap on the bytes stored for the layer, checked on the bytes written: the
+ * budget × the layer's bf16 bytes, or the cap a model-wide allocation gave it (opts.capBytes,
+ * compress/global-plan.ts), measured beforehand by `measureLayer`.
  */
 import { MoepressError } from '../../io/errors.js';
 import { fromFloat32, toFloat32 } from '../../tensor/convert.js';
 import { allocate, type Allocation } from '../auto/allocate.js';
 import { candidateLabel, cheapestFraction, COMPOUNDING, DEFAULT_FAMILY, measureCandidates, type Candidate } from '../auto/candidates.js';
-import { calibratedWeighting, codecImportance, dataFreeWeighting, layerContext, type ExpertWeighting, type ProxyKind } from '../auto/weighting.js';
+import { calibratedWeighting, codecImportance, dataFreeWeighting, layerContext, weightedError, type ExpertWeighting, type ProxyKind } from '../auto/weighting.js';
 import { gptqApplies, gptqQuantize } from '../calib/gptq.js';
 import { hessianError, hessianFor } from '../calib/hessian.js';
 import type { LayerCalib } from '../calib/types.js';
 import { expertBuffers, readExpert, type ExpertSource } from '../experts-io.js';
-import { budgetError, referenceBytes, type LayerStore, type Method, type MethodOptions } from '../method.js';
+import { budgetError, referenceBytes, type LayerMeasure, type LayerStore, type Method, type MethodOptions } from '../method.js';
 import { MATRICES, matrixShape, type ExpertParts, type MatrixName, type MatrixPart } from '../parts.js';
 import { codecById, storedBytes, type BlockCodec } from '../quant/codec.js';
 import { RecordBuilder } from './record.js';
@@ -68,7 +70,7 @@ function encodeMatrix(v: Float32Array, out: number, inp: number, codec: BlockCod
 async function compressAuto(x: ExpertSource, store: LayerStore, opts: MethodOptions) {
   const { E, I, H } = x;
   const n = I * H;
-  const cap = Math.floor(opts.budget * referenceBytes(E, I, H));
+  const cap = opts.capBytes ?? Math.floor(opts.budget * referenceBytes(E, I, H));
   const calib = layerCalib(opts, x);
   const ctx = calib ? layerContext(calib) : null;
   const proxy: ProxyKind = ctx ? 'calibrated-diag-hessian' : 'data-free-relative-frobenius';
@@ -86,7 +88,8 @@ async function compressAuto(x: ExpertSource, store: LayerStore, opts: MethodOpti
     weightings.push(wt);
     for (const m of MATRICES) {
       const [out, inp] = matrixShape(m, I, H);
-      direct.push(measureCandidates(w[m], w[m], null, out, inp, wt[m], family));
+      const known = opts.measured?.[e * 3 + MATRICES.indexOf(m)] as Candidate[] | undefined;
+      direct.push(known ?? measureCandidates(w[m], w[m], null, out, inp, wt[m], family));
       const a = acc[m];
       const v = w[m];
       for (let i = 0; i < n; i++) {
@@ -181,9 +184,38 @@ async function compressAuto(x: ExpertSource, store: LayerStore, opts: MethodOpti
   });
 }
 
+/**
+ * The direct candidates of every matrix of the layer (pass 1's measuring alone) and the layer's
+ * energy (the error of storing nothing), for the model-wide allocation (global-plan.ts): with
+ * calibration the errors are Σ over calibration tokens of the squared change in the expert's
+ * contribution to the residual stream (same units in every layer); data-free, each matrix's
+ * relative error.
+ */
+async function measureAuto(x: ExpertSource, opts: MethodOptions): Promise<LayerMeasure> {
+  const { E, I, H } = x;
+  const calib = layerCalib(opts, x);
+  const ctx = calib ? layerContext(calib) : null;
+  const buf = expertBuffers(x);
+  const items: Candidate[][] = [];
+  let energy = 0;
+  const zero = new Float32Array(I * H);
+  for (let e = 0; e < E; e++) {
+    const w = readExpert(x, e, buf);
+    const wt = ctx ? calibratedWeighting(ctx, e, w) : dataFreeWeighting(w);
+    for (const m of MATRICES) {
+      const [out, inp] = matrixShape(m, I, H);
+      energy += weightedError(wt[m], w[m], zero, out, inp);
+      items.push(measureCandidates(w[m], w[m], null, out, inp, wt[m], DEFAULT_FAMILY));
+    }
+    opts.onProgress?.({ task: `auto layer ${x.layer}: measure`, done: e + 1, total: E, unit: 'experts' });
+  }
+  return { items, energy };
+}
+
 export const auto: Method = {
   name: 'auto',
   summary: 'per expert matrix, the codec/bits/group (direct or base + delta) minimising estimated error under the budget; calibration-weighted when given',
   check,
   compressLayer: compressAuto,
+  measureLayer: measureAuto,
 };
