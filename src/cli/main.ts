@@ -20,6 +20,8 @@ commands:
   compress MODEL --out DIR --method M --budget B  compress the routed experts to a fraction of bf16
        [--base mean|median|aligned|expert:N] [--base-from DENSE_DIR] [--layers 0,2-5]
        [--calib TEXT [--calib-windows N] [--calib-seed S] [--calib-cache FILE]]
+       [--allocate layer|global [--layer-weighting relative|absolute]]  (auto: bytes per layer, or one
+                                              allocation across layers under the model-wide budget)
        [--seed S] [--align-iters N] [--resume] [--overwrite] [--json]
        methods: auto ders-drop ders-magnitude ders-quant resmoe-prune resmoe-svd prune svd quant merge
   analyze MODEL [--base-from DENSE_DIR]        expert similarity and the compression family to use
