@@ -13,8 +13,7 @@
  * error; (2) alternate "store (s, m) -> recode for the stored values -> refit" a few times; (3) keep
  * the lowest exact error among these and RTN, so a fitted block is never worse than its RTN twin.
  */
-import { atLeastBits, atMostBits, checkBlockSize, decodeScale, dequantizeBlocks, formatCodecId, nearestBits,
-  quantizeBlocks, readU16, type ScaleDtype, writeU16 } from './block.js';
+import { BlockCodecBase, atLeastBits, atMostBits, checkBlockSize, decodeScale, formatCodecId, nearestBits, readU16, type ScaleDtype, writeU16 } from './block.js';
 import type { BlockCodec } from './codec.js';
 import { MoepressError } from '../../io/errors.js';
 import { packBits, packedBytes, unpackBits } from './pack.js';
@@ -39,7 +38,7 @@ function leastSquares(t: Sums): { s: number; m: number; err: number } | null {
   return { s, m, err };
 }
 
-export class AsymmetricCodec implements BlockCodec {
+export class AsymmetricCodec extends BlockCodecBase implements BlockCodec {
   readonly kind = 'asymmetric';
   readonly id: string;
   readonly bits: number;
@@ -52,6 +51,7 @@ export class AsymmetricCodec implements BlockCodec {
   private readonly sums: Sums = { w: 0, q: 0, q2: 0, x: 0, qx: 0, x2: 0 };
 
   constructor(bits: number, blockSize: number, opts: { rtn: boolean; scaleDtype: ScaleDtype }) {
+    super();
     if (!Number.isInteger(bits) || bits < 2 || bits > 8) throw new MoepressError(`asymmetric codec: bits must be 2..8, got ${bits}`);
     checkBlockSize(blockSize);
     this.bits = bits;
@@ -64,15 +64,7 @@ export class AsymmetricCodec implements BlockCodec {
     this.id = formatCodecId('asymmetric', bits, blockSize, this.rtn, this.scaleDtype);
   }
 
-  quantize(x: Float32Array, weights?: Float32Array): Uint8Array {
-    return quantizeBlocks(x, weights, this.blockSize, this.bytesPerBlock, this.encode);
-  }
-
-  dequantize(packed: Uint8Array, n: number, out?: Float32Array): Float32Array {
-    return dequantizeBlocks(this.id, packed, n, out, this.blockSize, this.bytesPerBlock, this.decode);
-  }
-
-  private readonly encode = (x: Float32Array, w: Float32Array | null, len: number, out: Uint8Array, offset: number,
+  protected readonly encode = (x: Float32Array, w: Float32Array | null, len: number, out: Uint8Array, offset: number,
     block: number): void => {
     let lo = Infinity;
     let hi = -Infinity;
@@ -98,7 +90,7 @@ export class AsymmetricCodec implements BlockCodec {
     packBits(codes, this.bits, out, offset + 4);
   };
 
-  private readonly decode = (src: Uint8Array, offset: number, out: Float32Array, outOffset: number, count: number): void => {
+  protected readonly decode = (src: Uint8Array, offset: number, out: Float32Array, outOffset: number, count: number): void => {
     const s = decodeScale(readU16(src, offset), this.scaleDtype);
     const m = decodeScale(readU16(src, offset + 2), this.scaleDtype);
     const codes = this.codes;

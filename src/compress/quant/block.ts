@@ -146,3 +146,23 @@ export function checkBlockSize(blockSize: number): void {
     throw new MoepressError(`block size must be an integer in 1..65536, got ${blockSize}`);
   }
 }
+
+/**
+ * The block loop every codec shares: a codec supplies its id, block size, bytes per block and the
+ * per-block encode/decode; quantize/dequantize run them over whole tensors (padding the last block).
+ */
+export abstract class BlockCodecBase {
+  abstract readonly id: string;
+  abstract readonly blockSize: number;
+  abstract readonly bytesPerBlock: number;
+  protected abstract readonly encode: EncodeBlock;
+  protected abstract readonly decode: DecodeBlock;
+
+  quantize(x: Float32Array, weights?: Float32Array): Uint8Array {
+    return quantizeBlocks(x, weights, this.blockSize, this.bytesPerBlock, this.encode);
+  }
+
+  dequantize(packed: Uint8Array, n: number, out?: Float32Array): Float32Array {
+    return dequantizeBlocks(this.id, packed, n, out, this.blockSize, this.bytesPerBlock, this.decode);
+  }
+}

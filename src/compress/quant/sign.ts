@@ -12,12 +12,11 @@
  * from it, and E grows by Σw (s - ŝ)², negligible. A block whose weights are all 0 uses mean|x|.
  * There is no RTN variant: nothing is searched.
  */
-import { checkBlockSize, dequantizeBlocks, decodeScale, formatCodecId, nearestBits, quantizeBlocks, readU16,
-  type ScaleDtype, writeU16 } from './block.js';
+import { BlockCodecBase, checkBlockSize, decodeScale, formatCodecId, nearestBits, readU16, type ScaleDtype, writeU16 } from './block.js';
 import type { BlockCodec } from './codec.js';
 import { packBits, packedBytes, unpackBits } from './pack.js';
 
-export class SignCodec implements BlockCodec {
+export class SignCodec extends BlockCodecBase implements BlockCodec {
   readonly kind = 'sign';
   readonly id: string;
   readonly bits = 1;
@@ -28,6 +27,7 @@ export class SignCodec implements BlockCodec {
   private readonly codes: Uint8Array; // scratch: one block of sign bits
 
   constructor(blockSize: number, scaleDtype: ScaleDtype) {
+    super();
     checkBlockSize(blockSize);
     this.blockSize = blockSize;
     this.scaleDtype = scaleDtype;
@@ -36,15 +36,7 @@ export class SignCodec implements BlockCodec {
     this.id = formatCodecId('sign', 1, blockSize, false, scaleDtype);
   }
 
-  quantize(x: Float32Array, weights?: Float32Array): Uint8Array {
-    return quantizeBlocks(x, weights, this.blockSize, this.bytesPerBlock, this.encode);
-  }
-
-  dequantize(packed: Uint8Array, n: number, out?: Float32Array): Float32Array {
-    return dequantizeBlocks(this.id, packed, n, out, this.blockSize, this.bytesPerBlock, this.decode);
-  }
-
-  private readonly encode = (x: Float32Array, w: Float32Array | null, len: number, out: Uint8Array, offset: number,
+  protected readonly encode = (x: Float32Array, w: Float32Array | null, len: number, out: Uint8Array, offset: number,
     block: number): void => {
     let sum = 0;
     let wsum = 0;
@@ -65,7 +57,7 @@ export class SignCodec implements BlockCodec {
     packBits(codes, 1, out, offset + 2);
   };
 
-  private readonly decode = (src: Uint8Array, offset: number, out: Float32Array, outOffset: number, count: number): void => {
+  protected readonly decode = (src: Uint8Array, offset: number, out: Float32Array, outOffset: number, count: number): void => {
     const s = decodeScale(readU16(src, offset), this.scaleDtype);
     const codes = this.codes;
     unpackBits(src, offset + 2, 1, count, codes);

@@ -20,8 +20,7 @@
  * stored dtype can undo a little); (3) keep the candidate with the lowest exact error among these and
  * the RTN scale, so a fitted block is never worse than its RTN twin.
  */
-import { atLeastBits, checkBlockSize, decodeScale, dequantizeBlocks, formatCodecId, nearestBits, quantizeBlocks,
-  readU16, type ScaleDtype, writeU16 } from './block.js';
+import { BlockCodecBase, atLeastBits, checkBlockSize, decodeScale, formatCodecId, nearestBits, readU16, type ScaleDtype, writeU16 } from './block.js';
 import type { BlockCodec } from './codec.js';
 import { MoepressError } from '../../io/errors.js';
 import { packBits, packedBytes, unpackBits } from './pack.js';
@@ -38,7 +37,7 @@ function grid(nmax: number): number[] {
 }
 const REFITS = 6;
 
-export class SymmetricCodec implements BlockCodec {
+export class SymmetricCodec extends BlockCodecBase implements BlockCodec {
   readonly kind = 'symmetric';
   readonly id: string;
   readonly bits: number;
@@ -53,6 +52,7 @@ export class SymmetricCodec implements BlockCodec {
   private l2 = 0;
 
   constructor(bits: number, blockSize: number, opts: { rtn: boolean; scaleDtype: ScaleDtype }) {
+    super();
     if (!Number.isInteger(bits) || bits < 2 || bits > 8) throw new MoepressError(`symmetric codec: bits must be 2..8, got ${bits}`);
     checkBlockSize(blockSize);
     this.bits = bits;
@@ -66,16 +66,8 @@ export class SymmetricCodec implements BlockCodec {
     this.id = formatCodecId('symmetric', bits, blockSize, this.rtn, this.scaleDtype);
   }
 
-  quantize(x: Float32Array, weights?: Float32Array): Uint8Array {
-    return quantizeBlocks(x, weights, this.blockSize, this.bytesPerBlock, this.encode);
-  }
-
-  dequantize(packed: Uint8Array, n: number, out?: Float32Array): Float32Array {
-    return dequantizeBlocks(this.id, packed, n, out, this.blockSize, this.bytesPerBlock, this.decode);
-  }
-
   // x, w: [G] (first len real) -> out[offset .. offset + bytesPerBlock)
-  private readonly encode = (x: Float32Array, w: Float32Array | null, len: number, out: Uint8Array, offset: number,
+  protected readonly encode = (x: Float32Array, w: Float32Array | null, len: number, out: Uint8Array, offset: number,
     block: number): void => {
     let amax = 0;
     let anchor = 0; // the signed value of largest magnitude
@@ -105,7 +97,7 @@ export class SymmetricCodec implements BlockCodec {
     packBits(codes, this.bits, out, offset + 2);
   };
 
-  private readonly decode = (src: Uint8Array, offset: number, out: Float32Array, outOffset: number, count: number): void => {
+  protected readonly decode = (src: Uint8Array, offset: number, out: Float32Array, outOffset: number, count: number): void => {
     const s = decodeScale(readU16(src, offset), this.scaleDtype);
     const codes = this.codes;
     unpackBits(src, offset + 2, this.bits, count, codes);
