@@ -13,22 +13,7 @@ import {
 } from '../src/train/autodiff.js';
 import { gradCheck } from '../src/train/gradcheck.js';
 import { assertClose } from './helpers/assert-close.js';
-
-function p64(shape: number[], seed: number, s = 1, name = 'p'): Var {
-  const r = new Rng(seed);
-  const n = shape.reduce((a, b) => a * b, 1);
-  return param(Float64Array.from({ length: n }, () => r.normal() * s), shape, name);
-}
-
-function project(tape: Tape, y: Var, seed = 99): Var {
-  const r = new Rng(seed);
-  return sum(tape, mul(tape, y, constant(Float64Array.from({ length: y.size }, () => r.normal()), y.shape)));
-}
-
-async function check(what: string, f: (t: Tape) => Promise<Var> | Var, inputs: Var[]): Promise<void> {
-  const r = await gradCheck(f, inputs);
-  for (const e of r.errors) assert.ok(e.relErr < 1e-6, `${what}: d/d${e.name} relative error ${e.relErr.toExponential(2)}`);
-}
+import { p64, project, check } from './helpers/grad.js';
 
 const T = 6, H = 4, E = 4, I = 5, K = 2;
 

@@ -17,25 +17,7 @@ import {
 } from '../src/train/autodiff.js';
 import { gradCheck } from '../src/train/gradcheck.js';
 import { assertClose } from './helpers/assert-close.js';
-
-const TOL = 1e-6;
-
-function p64(shape: number[], seed: number, s = 1, name = 'p'): Var {
-  const r = new Rng(seed);
-  const n = shape.reduce((a, b) => a * b, 1);
-  return param(Float64Array.from({ length: n }, () => r.normal() * s), shape, name);
-}
-
-/** Σ y ⊙ r for a fixed random r: a scalar whose gradient reaches every output element. */
-function project(tape: Tape, y: Var, seed = 99): Var {
-  const r = new Rng(seed);
-  return sum(tape, mul(tape, y, constant(Float64Array.from({ length: y.size }, () => r.normal()), y.shape)));
-}
-
-async function check(what: string, f: (t: Tape) => Promise<Var> | Var, inputs: Var[]): Promise<void> {
-  const r = await gradCheck(f, inputs);
-  for (const e of r.errors) assert.ok(e.relErr < TOL, `${what}: d/d${e.name} relative error ${e.relErr.toExponential(2)} (|g| ${e.norm.toExponential(2)})`);
-}
+import { p64, project, check } from './helpers/grad.js';
 
 test('linear and matmul: gradients of x, w, bias and both factors', async () => {
   const x = p64([5, 7], 1, 1, 'x');

@@ -28,18 +28,7 @@ import { assertClose, relErr } from './helpers/assert-close.js';
 import { SHARED } from './helpers/fixtures.js';
 import { TINY_CONFIGS } from './helpers/tiny-configs.js';
 import { writeTinyModel } from './helpers/tiny-model.js';
-
-function p64(shape: number[], seed: number, s = 1, name = 'p'): Var {
-  const r = new Rng(seed);
-  const n = shape.reduce((a, b) => a * b, 1);
-  return param(Float64Array.from({ length: n }, () => r.normal() * s), shape, name);
-}
-
-/** Σ y ⊙ r for a fixed random r: a scalar whose gradient reaches every output element. */
-function project(tape: Tape, y: Var, seed = 99): Var {
-  const r = new Rng(seed);
-  return sum(tape, mul(tape, y, constant(Float64Array.from({ length: y.size }, () => r.normal()), y.shape)));
-}
+import { p64, project } from './helpers/grad.js';
 
 test('addAtPositions / gatherAtPositions: values, and float64 gradients against finite differences', async () => {
   const base = p64([4, 5], 1, 1, 'base');
