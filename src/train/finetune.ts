@@ -11,7 +11,7 @@
  * transformers without output_router_logits). The output is built in `${out}.partial` (training checkpoints in its
  * train-state/ folder, for --resume) and renamed to `out` when complete.
  */
-import { existsSync, mkdirSync, rmSync, renameSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { MoepressError } from '../io/errors.js';
 import { activeExpertParams, type ActiveExpertParams } from '../models/summary.js';
@@ -27,6 +27,7 @@ import type { Tape, Var } from './tape.js';
 import { compressedExpertsModel, TRAIN_MODES, type TrainMode } from './finetune-model.js';
 import { copyModelFiles, writeModelFiles } from './finetune-output.js';
 import { trainLoop } from './loop.js';
+import { outputPaths, publishOutput } from './output-dir.js';
 import { unsupported } from './model.js';
 
 export interface FinetuneOptions {
@@ -139,12 +140,9 @@ export async function finetune(moeDir: string, o: FinetuneOptions): Promise<Fine
   if (!existsSync(o.text) || !statSync(o.text).isFile()) throw new MoepressError('text file not found', { file: o.text });
   checkSource(moeDir);
 
-  const out = resolve(o.out);
-  if (out === resolve(moeDir)) throw new MoepressError('--out must differ from the model directory', { file: out });
-  if (existsSync(out) && !o.overwrite) throw new MoepressError('output directory already exists; choose another --out or pass --overwrite', { file: out });
-  const partial = `${out}.partial`;
-  const stateDir = join(partial, 'train-state');
-  if (existsSync(partial) && !o.resume) throw new MoepressError('an interrupted run left this directory; pass --resume to continue it or delete it', { file: partial });
+  if (resolve(o.out) === resolve(moeDir)) throw new MoepressError('--out must differ from the model directory', { file: resolve(o.out) });
+  const paths = outputPaths(o);
+  const { out, partial, stateDir } = paths;
 
   const src = loadModel(moeDir, { onProgress: o.onProgress });
   const cfg = src.config;
@@ -210,9 +208,7 @@ export async function finetune(moeDir: string, o: FinetuneOptions): Promise<Fine
     activeExpertParams: active,
     moepressVersion: packageVersion(),
   });
-  rmSync(stateDir, { recursive: true, force: true });
-  if (existsSync(out)) rmSync(out, { recursive: true, force: true });
-  renameSync(partial, out);
+  publishOutput(paths);
   return {
     out,
     m,

@@ -5,26 +5,21 @@
  * plain dense checkpoint in the source's dtypes. An upcycled model that beats its dense source
  * might only be profiting from the extra training; beating this control shows the experts help.
  */
-import { existsSync, mkdirSync, renameSync, rmSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { mkdirSync } from 'node:fs';
+import { resolve } from 'node:path';
 import { WindowSampler } from './data.js';
 import { writeModelFiles } from './finetune-output.js';
-import { trainLoop } from './loop.js';
+import { trainLoop, type LoopResult } from './loop.js';
 import { TrainableModel } from './model.js';
-import { checkTrainingOptions, openDense, outputPaths, readTokens, trainingSettings, type TrainingOptions } from './upcycle.js';
+import { outputPaths, publishOutput } from './output-dir.js';
+import { checkTrainingOptions, openDense, readTokens, trainingSettings, type TrainingOptions } from './upcycle.js';
 
 /** Everything of an upcycling run but the experts (and the load-balancing loss, which needs routers). */
 export type ControlOptions = Omit<TrainingOptions, 'auxCoef'>;
 
-export interface ControlResult {
+/** The loop's result (finalLoss is plain cross-entropy here: no routers, no auxiliary loss) and what was written. */
+export interface ControlResult extends LoopResult {
   out: string;
-  steps: number;
-  /** Mean cross-entropy over the last 10% of steps. */
-  finalLoss: number;
-  losses: number[];
-  seconds: number;
-  tokensPerSecond: number;
-  resumedFrom: number;
   /** Trained parameters (all of the dense model's). */
   params: number;
   files: string[];
@@ -34,7 +29,8 @@ export async function trainDenseControl(denseDir: string, o: ControlOptions): Pr
   checkTrainingOptions(o);
   const opt = trainingSettings(o);
   const dense = openDense(denseDir, null, opt.seqLen);
-  const { out, partial } = outputPaths(o);
+  const paths = outputPaths(o);
+  const { out, partial, stateDir } = paths;
   const tokens = await readTokens(o, denseDir, dense.config.vocabSize);
   const sampler = new WindowSampler(tokens, opt.seqLen, opt.seed, o.text);
   const model = new TrainableModel(dense.config, dense.weights);
@@ -44,7 +40,6 @@ export async function trainDenseControl(denseDir: string, o: ControlOptions): Pr
     control: true, dense: resolve(denseDir), text: resolve(o.text), steps: o.steps, lr: opt.lr, warmup: o.warmup ?? null,
     batch: opt.batch, seqLen: opt.seqLen, accumulate: opt.accumulate, seed: opt.seed,
   });
-  const stateDir = join(partial, 'train-state');
   mkdirSync(partial, { recursive: true });
   const r = await trainLoop(params, sampler, async (tape, batch) => (await model.loss(tape, batch)).loss, {
     steps: o.steps, batch: opt.batch, accumulate: opt.accumulate, lr: opt.lr, warmup: o.warmup,
@@ -54,9 +49,7 @@ export async function trainDenseControl(denseDir: string, o: ControlOptions): Pr
   o.onProgress?.({ task: 'write', done: 0, total: 1, unit: 'checkpoints', detail: out });
   const files = writeModelFiles(dense, model.toWeights(), partial);
   dense.checkpoint.close();
-  rmSync(stateDir, { recursive: true, force: true });
-  if (existsSync(out)) rmSync(out, { recursive: true, force: true });
-  renameSync(partial, out);
+  publishOutput(paths);
   o.onProgress?.({ task: 'write', done: 1, total: 1, unit: 'checkpoints', detail: out });
   return {
     out,

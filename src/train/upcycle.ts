@@ -8,7 +8,7 @@
  * Output goes to `${out}.partial/` (training checkpoints in its `train-state/`), renamed into
  * place when complete; `resume` continues an interrupted run from its last checkpoint.
  */
-import { existsSync, mkdirSync, renameSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { Manifest } from '../compress/format.js';
 import { MoepressError } from '../io/errors.js';
@@ -19,6 +19,7 @@ import { loadTokenizer, type TextTokenizer } from '../runtime/tokenizer.js';
 import { Transformer } from '../runtime/transformer.js';
 import { loadTokens, WindowSampler } from './data.js';
 import { trainLoop } from './loop.js';
+import { outputPaths, publishOutput } from './output-dir.js';
 import { Tape } from './tape.js';
 import { mixtralConfigFor, notUpcyclable } from './upcycle-config.js';
 import { addedParamsFormula, sparseCount, UpcycledModel, type DeltaForm, type UpcycleSpec } from './upcycle-model.js';
@@ -204,15 +205,6 @@ export function openDense(denseDir: string, form: DeltaForm | null, seqLen: numb
   return dense;
 }
 
-/** `out` and `${out}.partial` (created later); refuses to overwrite `out` or an interrupted run unless asked. */
-export function outputPaths(o: Pick<UpcycleOptions, 'out' | 'overwrite' | 'resume'>): { out: string; partial: string } {
-  const out = resolve(o.out);
-  if (existsSync(out) && !o.overwrite) throw new MoepressError('output directory already exists; choose another --out or pass --overwrite', { file: out });
-  const partial = `${out}.partial`;
-  if (existsSync(partial) && !o.resume) throw new MoepressError('an interrupted run left this directory; pass --resume to continue it or delete it', { file: partial });
-  return { out, partial };
-}
-
 /** The training text's tokens, checked against the vocabulary. */
 export async function readTokens(o: Pick<UpcycleOptions, 'tokens' | 'tokenizer' | 'text' | 'onProgress'>, denseDir: string, V: number): Promise<Int32Array> {
   if (o.tokens) return o.tokens;
@@ -251,7 +243,8 @@ export async function upcycle(denseDir: string, o: UpcycleOptions): Promise<Upcy
   const dense = openDense(denseDir, form, opt.seqLen);
   const { json: configJson, config } = mixtralConfigFor(dense.rawConfig, dense.config, { experts: o.experts, topK: o.topK, auxCoef: opt.auxCoef }, denseDir);
   const dtype = o.dtype ?? checkpointDType(dense);
-  const { out, partial } = outputPaths(o);
+  const paths = outputPaths(o);
+  const { out, partial, stateDir } = paths;
   const tokens = await readTokens(o, denseDir, dense.config.vocabSize);
   const sampler = new WindowSampler(tokens, opt.seqLen, opt.seed, o.text);
 
@@ -268,7 +261,6 @@ export async function upcycle(denseDir: string, o: UpcycleOptions): Promise<Upcy
     lr: opt.lr, warmup: o.warmup ?? null, batch: opt.batch, seqLen: opt.seqLen, accumulate: opt.accumulate, seed: opt.seed, auxCoef: opt.auxCoef,
   });
   const ce: number[] = []; // per micro-batch of this process (the loop's losses include auxCoef·aux)
-  const stateDir = join(partial, 'train-state');
   mkdirSync(partial, { recursive: true }); // from here on an interruption leaves a run to --resume
   const r = await trainLoop(u.model.parameters(), sampler, async (tape, batch) => {
     const l = await u.model.loss(tape, batch, { auxCoef: opt.auxCoef });
@@ -287,9 +279,7 @@ export async function upcycle(denseDir: string, o: UpcycleOptions): Promise<Upcy
     auxCoef: opt.auxCoef, dtype, addedParams, addedParamsFormula: formula.text, finalLoss: r.finalLoss,
   };
   const manifest = writeUpcycled(u, partial, { configJson, denseDir, dtype, seed: opt.seed, options });
-  rmSync(stateDir, { recursive: true, force: true });
-  if (existsSync(out)) rmSync(out, { recursive: true, force: true });
-  renameSync(partial, out);
+  publishOutput(paths);
   o.onProgress?.({ task: 'write', done: 1, total: 1, unit: 'checkpoints', detail: out });
 
   return {
