@@ -5,7 +5,7 @@
  * tiny sizes); the estimate; and the scale bench end to end on a tiny layer.
  */
 import assert from 'node:assert/strict';
-import { copyFileSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -20,15 +20,14 @@ import { chooseCodec, chooseScaleDtype } from '../src/compress/quant/select.js';
 import { runScaleBench } from '../src/compress/scale-bench.js';
 import { positionsToBitmask, topMagnitudePositions } from '../src/compress/sparse.js';
 import { writeSyntheticMoe } from '../src/compress/synthetic.js';
-import { Checkpoint, writeCheckpoint } from '../src/io/checkpoint.js';
+import { Checkpoint } from '../src/io/checkpoint.js';
 import type { RawTensor } from '../src/io/dtype.js';
-import { architectureFor } from '../src/models/registry.js';
 import { loadModel, openModel } from '../src/runtime/load-model.js';
 import { Transformer } from '../src/runtime/transformer.js';
 import { fromFloat32, toFloat32 } from '../src/tensor/convert.js';
 import { relErr } from './helpers/assert-close.js';
 import { TINY_CONFIGS } from './helpers/tiny-configs.js';
-import { writeTinyModel } from './helpers/tiny-model.js';
+import { writeFusedCopy, writeTinyModel } from './helpers/tiny-model.js';
 
 const tmp = () => mkdtempSync(join(os.tmpdir(), 'moepress-s-'));
 
@@ -38,27 +37,12 @@ function sameBits(a: Float32Array, b: Float32Array, what: string): void {
   assert.ok(Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength)), `${what}: values differ`);
 }
 
-/** The same model written in transformers-v5's fused expert layout. */
-function fusedCopy(dir: string): string {
-  const m = loadModel(dir);
-  const cfg = { ...m.config, expertLayout: 'fused' as const };
-  const get = (n: string): RawTensor => {
-    const t = m.weights.get(n);
-    return { dtype: 'BF16', shape: t.shape, data: fromFloat32(t.data, 'BF16') };
-  };
-  const hub = architectureFor(cfg.modelType, 'config.json').hubEntries(cfg, (n) => m.weights.has(n)).map((e) => [e.name, e.build(get)] as [string, RawTensor]);
-  const out = `${dir}-fused`;
-  writeCheckpoint(out, hub, { shardBytes: 16 * 1024 });
-  copyFileSync(join(dir, 'config.json'), join(out, 'config.json'));
-  return out;
-}
-
 const FAMILIES = ['mixtral', 'olmoe', 'qwen2_moe', 'qwen3_moe', 'deepseek_v2', 'deepseek_v3', 'phimoe', 'gpt_oss'] as const;
 
 for (const family of [...FAMILIES, 'mixtral-fused'] as const) {
   test(`${family}: experts read one at a time by position equal the whole-layer load (matrices, row blocks, clouds)`, () => {
     const { dir } = writeTinyModel(TINY_CONFIGS[family === 'mixtral-fused' ? 'mixtral' : family], { seed: 5, dtype: 'BF16', shardBytes: 8 * 1024 });
-    const model = family === 'mixtral-fused' ? fusedCopy(dir) : dir;
+    const model = family === 'mixtral-fused' ? writeFusedCopy(dir) : dir;
     const src = openModel(model);
     try {
       if (family === 'mixtral-fused') assert.equal(src.config.expertLayout, 'fused');

@@ -21,6 +21,7 @@ import { assertClose, relErr } from './helpers/assert-close.js';
 import { permutedExperts, upcycledExperts } from './helpers/expert-shapes.js';
 import { TINY_CONFIGS } from './helpers/tiny-configs.js';
 import { writeTinyModel } from './helpers/tiny-model.js';
+import { storedOnDisk } from './helpers/stored-bytes.js';
 
 const tmp = () => mkdtempSync(join(os.tmpdir(), 'moepress-c-'));
 const seq = (() => {
@@ -40,10 +41,7 @@ for (const method of METHODS) {
     try {
       const budget = 0.5;
       const m = await compress({ model: dir, out, method: method.name, budget, seed: 9 });
-      // bytes: the moepress tensors in the files, counted from their headers
-      const ck = Checkpoint.open(out);
-      const onDisk = ck.names().filter((n) => n.startsWith('moepress.')).reduce((s, n) => s + ck.info(n).byteLength, 0);
-      ck.close();
+      const onDisk = storedOnDisk(out);
       assert.equal(onDisk, m.bytes.stored, 'manifest bytes = bytes in the files');
       assert.equal(m.bytes.reference, 2 * 4 * 3 * 16 * 32 * 2);
       assert.ok(m.bytes.stored <= budget * m.bytes.reference, `stored ${m.bytes.stored} > budget`);

@@ -11,11 +11,11 @@ import { test } from 'node:test';
 import { allocate, type AllocOption } from '../src/compress/auto/allocate.js';
 import { compress } from '../src/compress/compress.js';
 import { globalPlan } from '../src/compress/global-plan.js';
-import { Checkpoint } from '../src/io/checkpoint.js';
 import { MoepressError } from '../src/io/errors.js';
 import { Rng } from '../src/tensor/random.js';
 import { TINY_CONFIGS } from './helpers/tiny-configs.js';
 import { writeTinyModel } from './helpers/tiny-model.js';
+import { storedOnDisk } from './helpers/stored-bytes.js';
 
 /** n items with options at 0, 10, 20, 30 bytes and convex decreasing errors. */
 function convexItems(rng: Rng, n: number, gain = 1): AllocOption[][] {
@@ -78,9 +78,7 @@ test('compress --allocate global: bytes on disk within the model budget, each la
       const out = join(root, `g-${budget}`);
       const m = await compress({ model: dir, out, method: 'auto', budget, seed: 1, allocation: 'global' });
       assert.equal(m.options.allocation, 'global');
-      const ck = Checkpoint.open(out);
-      const onDisk = ck.names().filter((n) => n.startsWith('moepress.')).reduce((s, n) => s + ck.info(n).byteLength, 0);
-      ck.close();
+      const onDisk = storedOnDisk(out);
       assert.equal(onDisk, m.bytes.stored);
       assert.ok(m.bytes.stored <= budget * m.bytes.reference, `budget ${budget}: stored ${m.bytes.stored} > ${budget * m.bytes.reference}`);
       assert.ok(m.bytes.stored > 0.9 * budget * m.bytes.reference, `budget ${budget}: spends its bytes`);

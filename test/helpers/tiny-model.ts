@@ -3,13 +3,14 @@
  * weights from a seeded RNG, mapped to hub tensor names by the family's own hubEntries and written
  * as real safetensors shards.
  */
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { join } from 'node:path';
 import { writeCheckpoint } from '../../src/io/checkpoint.js';
 import type { RawTensor } from '../../src/io/dtype.js';
 import type { ModelConfig } from '../../src/models/canonical.js';
 import { architectureFor } from '../../src/models/registry.js';
+import { loadModel } from '../../src/runtime/load-model.js';
 import { fromFloat32 } from '../../src/tensor/convert.js';
 import { Rng } from '../../src/tensor/random.js';
 
@@ -159,4 +160,19 @@ function f16(h: number): number {
   if (e === 0) return s * f * 2 ** -24;
   if (e === 31) return f ? NaN : s * Infinity;
   return s * (1 + f / 1024) * 2 ** (e - 15);
+}
+
+/** The model in dir written again in transformers-v5's fused expert layout, as bf16, at `${dir}-fused`. */
+export function writeFusedCopy(dir: string): string {
+  const m = loadModel(dir);
+  const cfg = { ...m.config, expertLayout: 'fused' as const };
+  const get = (n: string): RawTensor => {
+    const t = m.weights.get(n);
+    return { dtype: 'BF16', shape: t.shape, data: fromFloat32(t.data, 'BF16') };
+  };
+  const hub = architectureFor(cfg.modelType, 'config.json').hubEntries(cfg, (n) => m.weights.has(n)).map((e) => [e.name, e.build(get)] as [string, RawTensor]);
+  const out = `${dir}-fused`;
+  writeCheckpoint(out, hub, { shardBytes: 16 * 1024 });
+  copyFileSync(join(dir, 'config.json'), join(out, 'config.json'));
+  return out;
 }
