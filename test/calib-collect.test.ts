@@ -162,8 +162,8 @@ test('compress --calib: quant uses GPTQ, the manifest records the calibration, t
   const cache = join(dir, 'calib.safetensors');
   const work = mkdtempSync(join(os.tmpdir(), 'moepress-calq-'));
   const calib = { file: text, windows: 4, seed: 3, cache };
-  const m = await compress({ model: dir, out: join(work, 'a'), method: 'quant', budget: 0.25, calib });
-  assert.deepEqual(m.options.calibration, { source: text, windows: 4, windowSize: 256, seed: 3 });
+  const m = await compress({ model: dir, out: join(work, 'a'), method: 'quant', budget: 0.25, calib, calibMode: 'original' });
+  assert.deepEqual(m.options.calibration, { source: text, windows: 4, windowSize: 256, seed: 3, mode: 'original' });
   assert.ok(existsSync(cache));
   for (const r of m.layers) {
     const c = r.choices.calib as { mode: string; gptqMatrices: number; plainMatrices: number };
@@ -173,7 +173,7 @@ test('compress --calib: quant uses GPTQ, the manifest records the calibration, t
     assert.equal(c.gptqMatrices + c.plainMatrices, 3 * 4);
     assert.equal(c.plainMatrices, 0);
   }
-  const again = await compress({ model: dir, out: join(work, 'b'), method: 'quant', budget: 0.25, calib });
+  const again = await compress({ model: dir, out: join(work, 'b'), method: 'quant', budget: 0.25, calib, calibMode: 'original' });
   assert.deepEqual(again.layers.map((r) => r.storedBytes), m.layers.map((r) => r.storedBytes));
   const free = await compress({ model: dir, out: join(work, 'c'), method: 'quant', budget: 0.25 });
   assert.equal(free.options.calibration, 'data-free');

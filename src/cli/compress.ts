@@ -1,6 +1,6 @@
 /**
  * moepress compress MODEL --out DIR --method M --budget B [--base …] [--base-from DIR] [--layers …] [--seed S]
- *   [--calib TEXT [--calib-windows N] [--calib-seed S] [--calib-cache FILE]] [--allocate layer|global] [--resume] [--json]
+ *   [--calib TEXT [--calib-windows N] [--calib-seed S] [--calib-mode sequential|original] [--calib-cache FILE]] [--allocate layer|global] [--resume] [--json]
  */
 import { existsSync } from 'node:fs';
 import os from 'node:os';
@@ -49,6 +49,7 @@ export async function compressCommand(argv: string[]): Promise<void> {
     'calib-windows': { type: 'string' },
     'calib-seed': { type: 'string' },
     'calib-cache': { type: 'string' },
+    'calib-mode': { type: 'string' },
     allocate: { type: 'string' },
     'layer-weighting': { type: 'string' },
     resume: { type: 'boolean' },
@@ -65,7 +66,10 @@ export async function compressCommand(argv: string[]): Promise<void> {
   const layers = parseLayers(p.str('layers'));
   const alignIters = p.int('align-iters');
   const calibFile = p.str('calib');
-  if (!calibFile && (p.str('calib-windows') || p.str('calib-seed') || p.str('calib-cache'))) throw new UsageError('--calib-windows, --calib-seed and --calib-cache need --calib TEXT');
+  if (!calibFile && (p.str('calib-windows') || p.str('calib-seed') || p.str('calib-cache') || p.str('calib-mode'))) throw new UsageError('--calib-windows, --calib-seed, --calib-mode and --calib-cache need --calib TEXT');
+  const calibMode = p.str('calib-mode') ?? 'sequential';
+  if (calibMode !== 'sequential' && calibMode !== 'original') throw new UsageError(`--calib-mode must be sequential or original, got '${calibMode}'`);
+  if (p.str('calib-cache') && calibMode === 'sequential' && p.str('allocate') !== 'global') throw new UsageError('--calib-cache holds statistics on the original model\'s inputs: use it with --calib-mode original (sequential statistics depend on the compressed layers, so they are collected each run)');
   const calib = calibFile ? { file: calibFile, windows: p.int('calib-windows'), seed: p.int('calib-seed'), cache: p.str('calib-cache') } : undefined;
   if (!json && !calib) process.stderr.write('no --calib text: data-free compression (methods use weights only)\n');
   if (!json) await printEstimate(model, p.req('out'), { method, budget, base, layers, alignIters });
@@ -89,6 +93,7 @@ export async function compressCommand(argv: string[]): Promise<void> {
     resume: p.flag('resume'),
     overwrite: p.flag('overwrite'),
     calib,
+    calibMode: calib ? calibMode : undefined,
     onProgress: progress,
   });
   progress.end();

@@ -19,8 +19,12 @@ import { globalPlan, type GlobalPlan, type LayerItems, type LayerWeighting } fro
 import { methodByName } from './methods/index.js';
 import type { LayerRecord } from './parts.js';
 import type { CompressProfile } from './profile.js';
-import { calibrate, type CalibrationRequest } from './calib/source.js';
-import type { Calibration } from './calib/types.js';
+import { calibrate, openCalibrationStream, type CalibrationRequest } from './calib/source.js';
+import type { CalibrationStream } from './calib/stream.js';
+import type { Calibration, LayerCalib } from './calib/types.js';
+import { SafetensorsFile } from '../io/safetensors.js';
+import { CompressedExpertBank } from '../runtime/compressed-bank.js';
+import { expertActivation, type ExpertBank } from '../runtime/experts.js';
 
 export interface CompressRequest {
   model: string;
@@ -42,6 +46,12 @@ export interface CompressRequest {
   /** Calibration text (issue 5): activation statistics for calibration-aware methods; absent: data-free. */
   calib?: CalibrationRequest;
   /**
+   * Whose inputs calibrate layer l: 'sequential' (default) the model's with layers before l as
+   * compressed, what the compressed model will see (GPTQ's order); 'original' the original
+   * model's (the only mode a --calib-cache file can serve).
+   */
+  calibMode?: CalibrationMode;
+  /**
    * 'layer' (default): every layer stores at most budget × its bf16 bytes. 'global': one
    * allocation over every layer under budget × the model's bf16 expert bytes (global-plan.ts;
    * methods with `measureLayer` only, i.e. auto).
@@ -52,18 +62,53 @@ export interface CompressRequest {
 }
 
 export type Allocation = 'layer' | 'global';
+export type CalibrationMode = 'sequential' | 'original';
 
 /** Files copied unchanged next to the weights. */
 const SIDE_FILES = ['config.json', 'tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'generation_config.json'];
 
 function runKey(req: CompressRequest, layers: number[]): string {
-  return JSON.stringify({ model: resolve(req.model), method: req.method, budget: req.budget, seed: req.seed ?? 0, base: req.base ?? 'mean', baseFrom: req.baseFrom ?? null, layers, alignIters: req.alignIters ?? 8, calib: calibrationLabel(req.calib, null), allocation: req.allocation ?? 'layer', layerWeighting: req.allocation === 'global' ? req.layerWeighting ?? 'relative' : null });
+  return JSON.stringify({ model: resolve(req.model), method: req.method, budget: req.budget, seed: req.seed ?? 0, base: req.base ?? 'mean', baseFrom: req.baseFrom ?? null, layers, alignIters: req.alignIters ?? 8, calib: calibrationLabel(req, null), allocation: req.allocation ?? 'layer', layerWeighting: req.allocation === 'global' ? req.layerWeighting ?? 'relative' : null });
 }
 
-/** What the manifest records: the calibration's source, windows and seed, or 'data-free'. */
-function calibrationLabel(req: CalibrationRequest | undefined, calib: Calibration | null): unknown {
-  if (!req) return 'data-free';
-  return { source: req.file, windows: calib?.windows ?? req.windows ?? 64, windowSize: calib?.windowSize ?? req.windowSize ?? 256, seed: calib?.seed ?? req.seed ?? 0 };
+/** What the manifest records: the calibration's source, windows, seed and mode, or 'data-free'. */
+function calibrationLabel(req: CompressRequest, calib: CalibrationWindows | null): unknown {
+  if (!req.calib) return 'data-free';
+  const c = req.calib;
+  return { source: c.file, windows: calib?.windows ?? c.windows ?? 64, windowSize: calib?.windowSize ?? c.windowSize ?? 256, seed: calib?.seed ?? c.seed ?? 0, mode: req.calibMode ?? 'sequential' };
+}
+
+/** The windows a calibration ran on. */
+type CalibrationWindows = Pick<Calibration, 'windows' | 'windowSize' | 'seed'>;
+
+/**
+ * Layers 0 .. max(layers) in order. With a calibration stream, each layer's attention runs over the
+ * calibration windows, then `visit` (for the layers to compress; `collect` gives the layer's
+ * statistics on the stream), then its FFN half with the bank `visit` returns (the layer as
+ * compressed) or the original experts. Without a stream, `visit` for each layer to compress.
+ */
+async function walkLayers(src: ModelSource, stream: CalibrationStream | null, layers: number[], visit: (layer: number, collect: (() => Promise<LayerCalib>) | null) => Promise<ExpertBank | undefined>): Promise<void> {
+  if (!stream) {
+    for (const l of layers) await visit(l, null);
+    return;
+  }
+  const last = Math.max(...layers);
+  for (let l = 0; l <= last; l++) {
+    await stream.attention(l);
+    const bank = layers.includes(l) ? await visit(l, () => stream.collect(l)) : undefined;
+    await stream.ffn(l, bank);
+  }
+  void src;
+}
+
+/** A finished layer of the partial directory as an expert bank (its experts file read on use). */
+function partialBank(src: ModelSource, dir: string, rec: LayerRecord): ExpertBank {
+  const file = SafetensorsFile.open(join(dir, expertsFile(rec.layer)));
+  const moe = src.config.moe!;
+  const tensors = new Map<string, RawTensor>();
+  for (const n of tensorNames(rec)) tensors.set(n, file.read(n));
+  file.close();
+  return new CompressedExpertBank(rec, moe.intermediate, src.config.hidden, (n) => tensors.get(n)!, expertActivation(moe));
 }
 
 /** The dense model's FFN of one layer (only its three tensors are read), checked against the experts' shape. */
@@ -110,28 +155,37 @@ export async function compress(req: CompressRequest): Promise<Manifest> {
   const records: LayerRecord[] = [];
   const seed = req.seed ?? 0;
   const dense = req.baseFrom ? openModel(req.baseFrom) : null;
-  const calibration = req.calib ? await calibrate(req.model, req.calib, req.onProgress) : null;
-  const optsFor = (layer: number): MethodOptions => ({ budget: req.budget, seed, base, denseBase: dense ? denseBaseFor(dense, layer, I, H) : null, alignIters: req.alignIters ?? 8, onProgress: req.onProgress, profile: req.profile, calib: calibration?.layers.get(layer) ?? null });
+  const mode = req.calib ? req.calibMode ?? 'sequential' : null;
+  // With a cache file, every layer's statistics on the original inputs are collected (or read) up front.
+  const calibration = req.calib && ((mode === 'original' && req.calib.cache) || allocation === 'global') ? await calibrate(req.model, req.calib, req.onProgress) : null;
+  const optsFor = (layer: number, calib: LayerCalib | null): MethodOptions => ({ budget: req.budget, seed, base, denseBase: dense ? denseBaseFor(dense, layer, I, H) : null, alignIters: req.alignIters ?? 8, onProgress: req.onProgress, profile: req.profile, calib });
+  // Else each layer's are collected just before it is compressed, on the inputs of the layers before it as compressed (sequential) or as they were (original).
+  const stream = req.calib && (mode === 'sequential' || !calibration) ? await openCalibrationStream(src, req.calib) : null;
   try {
-    const planned = allocation === 'global' ? await planCaps(src, partial, layers, method, optsFor, req.layerWeighting ?? 'relative') : null;
-    for (const [i, layer] of layers.entries()) {
+    const planned = allocation === 'global' ? await planCaps(src, partial, layers, method, (l) => optsFor(l, calibration?.layers.get(l) ?? null), req.layerWeighting ?? 'relative') : null;
+    let i = 0;
+    await walkLayers(src, stream, layers, async (layer, collect) => {
       const recFile = join(partial, `layer-${layer}.json`);
+      let rec: LayerRecord;
       if (existsSync(recFile) && existsSync(join(partial, expertsFile(layer)))) {
-        records.push(JSON.parse(readFileSync(recFile, 'utf8')));
+        rec = JSON.parse(readFileSync(recFile, 'utf8'));
       } else {
         const t0 = performance.now();
-        const opts: MethodOptions = { ...optsFor(layer), ...(planned ? { capBytes: planned.plan.layerCaps[layer], measured: planned.measured.get(layer) } : {}) };
-        const rec = await compressOneLayer(src, layer, partial, opts, method.compressLayer, req.profile);
+        const calib = collect ? await collect() : calibration?.layers.get(layer) ?? null;
+        const opts: MethodOptions = { ...optsFor(layer, calib), ...(planned ? { capBytes: planned.plan.layerCaps[layer], measured: planned.measured.get(layer) } : {}) };
+        rec = await compressOneLayer(src, layer, partial, opts, method.compressLayer, req.profile);
         writeAtomic(recFile, (tmp) => writeFileSync(tmp, JSON.stringify(rec)));
-        records.push(rec);
         req.profile?.layerMs.push(performance.now() - t0);
       }
-      req.onProgress?.({ task: 'compress', done: i + 1, total: layers.length, unit: 'layers', detail: `layer ${layer}` });
-    }
+      records.push(rec);
+      req.onProgress?.({ task: 'compress', done: ++i, total: layers.length, unit: 'layers', detail: `layer ${layer}` });
+      return mode === 'sequential' ? partialBank(src, partial, rec) : undefined;
+    });
   } finally {
     dense?.checkpoint.close();
   }
-  const manifest = finish(src, req, partial, layers, records, calibration);
+  const label = calibration ?? (stream ? { windows: stream.windows, windowSize: stream.windowSize, seed: stream.seed } : null);
+  const manifest = finish(src, req, partial, layers, records, label);
   src.checkpoint.close();
   if (existsSync(out)) rmSync(out, { recursive: true, force: true });
   renameSync(partial, out);
@@ -196,7 +250,7 @@ function writeAtomic(file: string, write: (tmp: string) => void): void {
 }
 
 /** Copy the untouched tensors and side files, write the index and manifest. */
-function finish(src: ModelSource, req: CompressRequest, dir: string, layers: number[], records: LayerRecord[], calib: Calibration | null): Manifest {
+function finish(src: ModelSource, req: CompressRequest, dir: string, layers: number[], records: LayerRecord[], calib: CalibrationWindows | null): Manifest {
   const skip = expertHubNames(src, layers);
   const ck = src.checkpoint;
   const restNames = ck.names().filter((n) => !skip.has(n));
@@ -227,7 +281,7 @@ function finish(src: ModelSource, req: CompressRequest, dir: string, layers: num
     method: req.method,
     budget: req.budget,
     seed: req.seed ?? 0,
-    options: { base: req.base ?? 'mean', baseFrom: req.baseFrom ?? null, layers, alignIters: req.alignIters ?? 8, calibration: calibrationLabel(req.calib, calib), allocation: req.allocation ?? 'layer', ...(req.allocation === 'global' ? { layerWeighting: req.layerWeighting ?? 'relative' } : {}) },
+    options: { base: req.base ?? 'mean', baseFrom: req.baseFrom ?? null, layers, alignIters: req.alignIters ?? 8, calibration: calibrationLabel(req, calib), allocation: req.allocation ?? 'layer', ...(req.allocation === 'global' ? { layerWeighting: req.layerWeighting ?? 'relative' } : {}) },
     source: {
       dir: resolve(src.dir),
       modelType: src.config.modelType,

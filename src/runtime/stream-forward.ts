@@ -40,12 +40,12 @@ interface SharedBuffers {
 }
 
 /** Windows w0 .. w0+B−1 of the evaluation, and their rows of x. */
-interface Batch {
+export interface Batch {
   w0: number;
   B: number;
 }
 
-function loadWeights(src: ModelSource, entries: CanonicalEntry[]): Weights {
+export function loadWeights(src: ModelSource, entries: CanonicalEntry[]): Weights {
   const w = new Weights(new Map());
   for (const e of entries) w.set(e.name, loadEntry(src, e));
   return w;
@@ -71,7 +71,7 @@ function layerBank(src: ModelSource, l: number, w: Weights, rec: LayerRecord | u
  * run each expert on its tokens of every batch, then the shared expert; per token the terms are
  * added in moeBlock's order.
  */
-async function moeResidualAll(src: ModelSource, w: Weights, l: number, x: Float32Array, batches: Batch[], S: number, bank: ExpertBank, opts: RunOptions): Promise<void> {
+export async function moeResidualAll(src: ModelSource, w: Weights, l: number, x: Float32Array, batches: Batch[], S: number, bank: ExpertBank, opts: RunOptions): Promise<void> {
   const cfg = src.config;
   const H = cfg.hidden;
   const rows = (b: Batch) => x.subarray(b.w0 * S * H, (b.w0 + b.B) * S * H);

@@ -21,7 +21,8 @@ import { linear, matmul } from '../../tensor/gemm.js';
 import { Rng } from '../../tensor/random.js';
 import type { Routes } from '../../tensor/router.js';
 import { transpose } from '../../tensor/svd.js';
-import { expertActivation } from '../../runtime/experts.js';
+import { expertActivation, type Activation } from '../../runtime/experts.js';
+import { gatherRows } from '../../runtime/moe-block.js';
 import type { Transformer } from '../../runtime/transformer.js';
 import type { Calibration, ExpertCalib, LayerCalib } from './types.js';
 
@@ -45,7 +46,7 @@ export function calibrationWindows(n: number, windows: number, windowSize: numbe
   return Array.from({ length: windows }, () => rng.int(n - windowSize + 1));
 }
 
-function emptyExpert(H: number, I: number, full: boolean): ExpertCalib {
+export function emptyExpert(H: number, I: number, full: boolean): ExpertCalib {
   return { tokens: 0, weightSq: 0, xtx: new Float64Array(H * H), ata: full ? new Float64Array(I * I) : null, ataDiag: new Float64Array(I) };
 }
 
@@ -98,37 +99,60 @@ export async function collectCalibration(model: Transformer, ids: ArrayLike<numb
 }
 
 /** One forward batch of one layer into its sums. */
-async function accumulate(model: Transformer, lc: LayerCalib, p: Pending, act: ReturnType<typeof expertActivation>): Promise<void> {
+async function accumulate(model: Transformer, lc: LayerCalib, p: Pending, act: Activation): Promise<void> {
   const { E, I, H } = lc;
-  const { routes, T, h } = p;
-  const K = routes.K;
   const prefix = `layers.${lc.layer}.moe.experts`;
   const gateAll = model.weights.get(`${prefix}.gate`).data;
   const upAll = model.weights.get(`${prefix}.up`).data;
   const gateBias = model.weights.opt(`${prefix}.gate_bias`);
   const upBias = model.weights.opt(`${prefix}.up_bias`);
+  const rows = routedRows(lc, p.routes, p.T);
+  const m = I * H;
+  for (let e = 0; e < E; e++) {
+    const w: ExpertInputWeights = { gate: gateAll.subarray(e * m, (e + 1) * m), up: upAll.subarray(e * m, (e + 1) * m), gateBias: gateBias?.subarray(e * I, (e + 1) * I), upBias: upBias?.subarray(e * I, (e + 1) * I) };
+    await accumulateExpert(lc.experts[e], gatherRows(p.h, rows[e], H), rows[e].length, w, I, H, act);
+  }
+}
+
+/**
+ * Count one batch's T tokens into the layer and its experts' routing sums; returns, per expert,
+ * the tokens routed to it (ascending).
+ */
+export function routedRows(lc: LayerCalib, routes: Routes, T: number): Int32Array[] {
+  const K = routes.K;
   lc.tokens += T;
-  const rows: number[][] = Array.from({ length: E }, () => []);
+  const counts = new Int32Array(lc.E);
+  for (let i = 0; i < T * K; i++) {
+    counts[routes.experts[i]]++;
+    lc.experts[routes.experts[i]].weightSq += routes.weights[i] * routes.weights[i];
+  }
+  const rows = Array.from(counts, (n) => new Int32Array(n));
+  counts.fill(0);
   for (let i = 0; i < T * K; i++) {
     const e = routes.experts[i];
-    rows[e].push(Math.floor(i / K));
-    lc.experts[e].weightSq += routes.weights[i] * routes.weights[i];
+    rows[e][counts[e]++] = Math.floor(i / K);
   }
-  for (let e = 0; e < E; e++) {
-    const n = rows[e].length;
-    if (n === 0) continue;
-    const ec = lc.experts[e];
-    ec.tokens += n;
-    const x = new Float32Array(n * H); // [n, H]
-    rows[e].forEach((t, r) => x.set(h.subarray(t * H, (t + 1) * H), r * H));
-    await addGram(ec.xtx, x, n, H);
-    const m = I * H;
-    const g = await linear(x, gateAll.subarray(e * m, (e + 1) * m), n, I, H, gateBias?.subarray(e * I, (e + 1) * I));
-    const u = await linear(x, upAll.subarray(e * m, (e + 1) * m), n, I, H, upBias?.subarray(e * I, (e + 1) * I));
-    if (act.kind === 'swiglu') swiglu(g, u, g);
-    else swigluOai(g, u, g, act.alpha, act.limit);
-    // g is now a: [n, I], the down projection's input
-    for (let r = 0; r < n; r++) for (let i = 0; i < I; i++) ec.ataDiag[i] += g[r * I + i] * g[r * I + i];
-    if (ec.ata) await addGram(ec.ata, g, n, I);
-  }
+  return rows;
+}
+
+/** What an expert's input statistics need of its weights: gate and up [I, H] (+ biases). */
+export interface ExpertInputWeights {
+  gate: Float32Array;
+  up: Float32Array;
+  gateBias?: Float32Array;
+  upBias?: Float32Array;
+}
+
+/** x: [n, H], the rows routed to one expert, into its sums: Σ xxᵀ, and Σ aaᵀ (or its diagonal) of a = act(gate x) ⊙ up x. */
+export async function accumulateExpert(ec: ExpertCalib, x: Float32Array, n: number, w: ExpertInputWeights, I: number, H: number, act: Activation): Promise<void> {
+  if (n === 0) return;
+  ec.tokens += n;
+  await addGram(ec.xtx, x, n, H);
+  const g = await linear(x, w.gate, n, I, H, w.gateBias);
+  const u = await linear(x, w.up, n, I, H, w.upBias);
+  if (act.kind === 'swiglu') swiglu(g, u, g);
+  else swigluOai(g, u, g, act.alpha, act.limit);
+  // g is now a: [n, I], the down projection's input
+  for (let r = 0; r < n; r++) for (let i = 0; i < I; i++) ec.ataDiag[i] += g[r * I + i] * g[r * I + i];
+  if (ec.ata) await addGram(ec.ata, g, n, I);
 }

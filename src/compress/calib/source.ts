@@ -1,10 +1,13 @@
 /**
  * Where calibration comes from: a text file the user gives (plain or .gz; e.g. a slice of the
  * training corpus, never the test text), tokenized with the model's tokenizer, seeded windows, the
- * original model run once; or a cache file from an earlier run with the same options.
+ * model run over them one layer at a time; or a cache file from an earlier run with the same options.
  *
  *   readCalibrationText(file, maxChars = 4 Mi) -> the first ≈maxChars characters, cut at a line start
- *   calibrate(modelDir, req, onProgress?) -> Calibration (reads req.cache when it matches, writes it otherwise)
+ *   calibrationTokens(modelDir, req) -> the text's token ids
+ *   openCalibrationStream(src, req) -> a layer-by-layer pass (calib/stream.ts) over req's windows
+ *   calibrate(modelDir, req, onProgress?) -> Calibration of every layer on the original model's
+ *     inputs (reads req.cache when it matches, writes it otherwise)
  *
  * Only the text's first maxChars are tokenized (the windows are drawn from them): enough for 64-256
  * windows of 256 tokens, and a 40 MB corpus need not be tokenized whole.
@@ -14,12 +17,12 @@ import { resolve } from 'node:path';
 import { createGunzip } from 'node:zlib';
 import { MoepressError } from '../../io/errors.js';
 import type { ProgressFn } from '../../progress.js';
-import { loadModel } from '../../runtime/load-model.js';
+import { isCompressedDir } from '../format.js';
+import { openModel, type ModelSource } from '../../runtime/load-model.js';
 import { loadTokenizer } from '../../runtime/tokenizer.js';
-import { Transformer } from '../../runtime/transformer.js';
 import { loadCalibration, saveCalibration } from './cache.js';
-import { collectCalibration } from './collect.js';
-import type { Calibration } from './types.js';
+import { CalibrationStream } from './stream.js';
+import type { Calibration, LayerCalib } from './types.js';
 
 export interface CalibrationRequest {
   /** Calibration text (plain or .gz). */
@@ -64,22 +67,44 @@ function cacheKey(modelDir: string, req: CalibrationRequest): string {
   return JSON.stringify({ model: resolve(modelDir), file: resolve(req.file), windows: req.windows ?? 64, windowSize: req.windowSize ?? 256, seed: req.seed ?? 0, maxChars: req.maxChars ?? 4 << 20, maxFullI: req.maxFullI ?? 4096 });
 }
 
+/** The calibration text's tokens (its first maxChars, tokenized with the model's tokenizer). */
+export async function calibrationTokens(modelDir: string, req: CalibrationRequest): Promise<number[]> {
+  const text = await readCalibrationText(req.file, req.maxChars);
+  return loadTokenizer(modelDir).encode(text);
+}
+
+/** A layer-by-layer calibration pass over the original model (calib/stream.ts) for req's windows. */
+export async function openCalibrationStream(src: ModelSource, req: CalibrationRequest): Promise<CalibrationStream> {
+  if (isCompressedDir(src.dir)) throw new MoepressError('calibration runs the original model; this directory is already compressed', { file: src.dir });
+  return CalibrationStream.start(src, await calibrationTokens(src.dir, req), { windows: req.windows, windowSize: req.windowSize, seed: req.seed, maxFullI: req.maxFullI });
+}
+
+/**
+ * Every MoE layer's statistics on the original model's inputs, one layer of weights in memory at a
+ * time (all layers' sums are kept: E·H² float64 per layer). Reads req.cache when its options match,
+ * writes it otherwise.
+ */
 export async function calibrate(modelDir: string, req: CalibrationRequest, onProgress?: ProgressFn): Promise<Calibration> {
   const key = cacheKey(modelDir, req);
   if (req.cache && existsSync(req.cache)) {
     const got = loadCalibration(req.cache);
     if (got.key === key) return got.calib;
   }
-  const text = await readCalibrationText(req.file, req.maxChars);
-  const ids = loadTokenizer(modelDir).encode(text);
-  const m = loadModel(modelDir);
+  const src = openModel(modelDir);
   try {
-    if (m.manifest) throw new MoepressError('calibration runs the original model; this directory is already compressed', { file: modelDir });
-    const model = new Transformer(m.config, m.weights, m.banks);
-    const calib = await collectCalibration(model, ids, { windows: req.windows, windowSize: req.windowSize, seed: req.seed, maxFullI: req.maxFullI, source: req.file, onProgress });
+    const stream = await openCalibrationStream(src, req);
+    const layers = new Map<number, LayerCalib>();
+    const L = src.config.numLayers;
+    for (let l = 0; l < L; l++) {
+      await stream.attention(l);
+      if (src.config.layers[l].ffn === 'moe') layers.set(l, await stream.collect(l));
+      await stream.ffn(l);
+      onProgress?.({ task: 'calibrate', done: l + 1, total: L, unit: 'layers' });
+    }
+    const calib: Calibration = { source: req.file, windows: stream.windows, windowSize: stream.windowSize, seed: stream.seed, layers };
     if (req.cache) saveCalibration(req.cache, calib, key);
     return calib;
   } finally {
-    m.checkpoint.close();
+    src.checkpoint.close();
   }
 }
