@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { computeBarycenter, expertPoints, permuteExpert } from '../src/compress/barycenter.js';
 import { compress } from '../src/compress/compress.js';
-import { estimateCompress } from '../src/compress/estimate.js';
+import { calibrationCost, estimateCompress } from '../src/compress/estimate.js';
 import { memorySource, openExpertSource, readLayerExperts } from '../src/compress/experts-io.js';
 import { expertMatrix, LayerStore, type LayerExperts } from '../src/compress/method.js';
 import { MATRICES, matrixShape } from '../src/compress/parts.js';
@@ -256,6 +256,24 @@ test('estimate: a Mixtral-8x7B layer fits in 8 GiB for every method, time grows 
   const small = estimateCompress({ ...mixtral, I: 1024 }, 'resmoe-prune', { budget: 0.25 }, rates);
   assert.ok(small.seconds < r.seconds && small.peakBytes < r.peakBytes);
   assert.ok(estimateCompress(mixtral, 'resmoe-prune', { budget: 0.25 }, { ...rates, gemmGflops: 30 }).seconds > r.seconds);
+});
+
+test('estimate with calibration: its hidden states and one layer of sums join the working set, its forward the GEMM time', () => {
+  const rates = { gemmGflops: 60, readMBps: 800, writeMBps: 300 };
+  const mixtral = { layers: 32, E: 8, I: 14336, H: 4096 };
+  const calib = { tokens: 64 * 256, topK: 2, modelLayers: 32 };
+  const c = calibrationCost(calib, 8, 14336, 4096);
+  const bytes = Object.fromEntries(c.workingSet.map((w) => [w.what, w.bytes]));
+  assert.equal(bytes['calibration hidden states'], 3 * 4 * 16384 * 4096);
+  assert.equal(bytes['calibration sums (float64)'], 8 * 8 * (4096 * 4096 + 14336), 'I = 14336 > 4096 keeps only diag(Σaaᵀ)');
+  assert.equal(calibrationCost(calib, 8, 1024, 4096).workingSet[1].bytes, 8 * 8 * (4096 * 4096 + 1024 * 1024));
+  const plain = estimateCompress(mixtral, 'quant', { budget: 0.1875 }, rates);
+  const withCalib = estimateCompress(mixtral, 'quant', { budget: 0.1875, calib }, rates);
+  assert.ok(withCalib.peakBytes > plain.peakBytes + 1.5 * 2 ** 30 && withCalib.peakBytes < 8 * 2 ** 30, `peak ${withCalib.peakBytes}`);
+  assert.equal(withCalib.gemmFlopsPerLayer - plain.gemmFlopsPerLayer, c.flopsPerLayer);
+  // compressing only the first of 32 layers still runs no later layer; compressing layer 31 alone runs all 32
+  const last = estimateCompress({ ...mixtral, layers: 1 }, 'quant', { budget: 0.1875, calib }, rates);
+  assert.equal(last.gemmFlopsPerLayer, 32 * c.flopsPerLayer);
 });
 
 test('bench --scale end to end on a tiny layer: one child per method, the required keys, floors and extrapolation', async () => {

@@ -72,7 +72,7 @@ export async function compressCommand(argv: string[]): Promise<void> {
   if (p.str('calib-cache') && calibMode === 'sequential' && p.str('allocate') !== 'global') throw new UsageError('--calib-cache holds statistics on the original model\'s inputs: use it with --calib-mode original (sequential statistics depend on the compressed layers, so they are collected each run)');
   const calib = calibFile ? { file: calibFile, windows: p.int('calib-windows'), seed: p.int('calib-seed'), cache: p.str('calib-cache') } : undefined;
   if (!json && !calib) process.stderr.write('no --calib text: data-free compression (methods use weights only)\n');
-  if (!json) await printEstimate(model, p.req('out'), { method, budget, base, layers, alignIters });
+  if (!json) await printEstimate(model, p.req('out'), { method, budget, base, layers, alignIters, calibTokens: calib ? (calib.windows ?? 64) * 256 : undefined });
   const allocation = p.str('allocate') ?? 'layer';
   if (allocation !== 'layer' && allocation !== 'global') throw new UsageError(`--allocate must be layer or global, got '${allocation}'`);
   const layerWeighting = p.str('layer-weighting') ?? 'relative';
@@ -145,7 +145,7 @@ function fmtDuration(s: number): string {
 }
 
 /** Before a long run: estimated peak memory and time on stderr, with this machine's GEMM and disk rates. */
-async function printEstimate(model: string, out: string, req: { method: string; budget: number; base?: BaseKind; layers?: number[]; alignIters?: number }): Promise<void> {
+async function printEstimate(model: string, out: string, req: { method: string; budget: number; base?: BaseKind; layers?: number[]; alignIters?: number; calibTokens?: number }): Promise<void> {
   let est: CompressEstimate | null;
   try {
     est = estimateForModel(model, req);

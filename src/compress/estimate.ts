@@ -49,6 +49,36 @@ export interface EstimateOptions {
   budget: number;
   alignIters?: number;
   base?: BaseKind;
+  /** With --calib: the calibration tokens (windows × window size), experts per token K, and the full-Σaaᵀ limit. */
+  calib?: CalibrationShape;
+}
+
+export interface CalibrationShape {
+  tokens: number;
+  topK: number;
+  maxFullI?: number;
+  /** The model's layers (attention and FFN run over the tokens for each one up to the last compressed). */
+  modelLayers: number;
+}
+
+/**
+ * Calibration (calib/stream.ts), resident through each layer: the tokens' hidden states (x, its
+ * normed copy, the FFN output), one layer's sums Σxxᵀ (and Σaaᵀ, or its diagonal) in float64, the
+ * rows routed to one expert and its intermediates. Time: the layer's forward over the tokens
+ * (attention ≈ 8H² and the routed experts 2·3·I·H per token and expert, twice: statistics and
+ * FFN) and the Gram products, at the GEMM rate.
+ */
+export function calibrationCost(c: CalibrationShape, E: number, I: number, H: number): { workingSet: { what: string; bytes: number }[]; flopsPerLayer: number } {
+  const full = I <= (c.maxFullI ?? 4096);
+  const routed = c.tokens * c.topK;
+  return {
+    workingSet: [
+      { what: 'calibration hidden states', bytes: 3 * 4 * c.tokens * H },
+      { what: 'calibration sums (float64)', bytes: 8 * E * (H * H + (full ? I * I : I)) },
+      { what: 'routed rows and intermediates', bytes: 4 * Math.ceil(routed / E) * (H + 2 * I) },
+    ],
+    flopsPerLayer: c.tokens * 2 * 8 * H * H + routed * (2 * 2 * 3 * I * H + 2 * H * H + (full ? 2 * I * I : 0)),
+  };
 }
 
 export interface CompressEstimate {
@@ -64,7 +94,7 @@ export interface CompressEstimate {
   secondsPerLayer: number;
   seconds: number;
   parts: { gemmSeconds: number; jsSeconds: number; ioSeconds: number };
-  /** Alignment FLOPs per layer (0 for methods without a barycenter). */
+  /** Alignment and calibration FLOPs per layer (0 for methods without either). */
   gemmFlopsPerLayer: number;
   /** Bytes read from and written to disk per layer. */
   readBytesPerLayer: number;
@@ -137,8 +167,9 @@ export function estimateCompress(shape: EstimateShape, method: string, opts: Est
   const total = (list: { bytes: number }[]) => list.reduce((s, x) => s + x.bytes, 0);
   const phases = [bary ? total(ws) : 0, total(residual), total(meanBase)];
   const worst = Math.max(...phases);
-  const workingSet = worst === phases[0] ? ws : worst === phases[1] ? residual : meanBase;
-  const peakBytes = Math.round(PROCESS_BYTES + worst * (1 + GC_SLACK));
+  const calib = opts.calib ? calibrationCost(opts.calib, E, I, H) : null;
+  const workingSet = [...(worst === phases[0] ? ws : worst === phases[1] ? residual : meanBase), ...(calib?.workingSet ?? [])];
+  const peakBytes = Math.round(PROCESS_BYTES + total(workingSet) * (1 + GC_SLACK));
 
   const iters = opts.alignIters ?? 8;
   let gemmFlopsPerLayer = 0;
@@ -149,6 +180,8 @@ export function estimateCompress(shape: EstimateShape, method: string, opts: Est
     gemmFlopsPerLayer = iters * E * perAlignment;
     alignJs = (iters * E * N * ALIGN_NS_PER_WEIGHT) / 1e9;
   }
+  // the calibration forward runs through every model layer up to the last one compressed; spread over the compressed layers
+  if (calib) gemmFlopsPerLayer += (calib.flopsPerLayer * Math.max(opts.calib!.modelLayers, layers)) / Math.max(layers, 1);
   const gemmSeconds = gemmFlopsPerLayer / (rates.gemmGflops * 1e9);
   const jsSeconds = alignJs + (E * N * (JS_NS_PER_WEIGHT[method] ?? 40)) / 1e9;
   const readBytesPerLayer = E * N * (shape.sourceBytes ?? 2);
@@ -171,7 +204,7 @@ export const DEFAULT_RATES: EstimateRates = { gemmGflops: 50, readMBps: 500, wri
  * The estimate for compressing `model` (its config is read, no weights), with the given rates or
  * DEFAULT_RATES. Returns null when the model has no routed experts.
  */
-export function estimateForModel(model: string, req: { method: string; budget: number; alignIters?: number; base?: BaseKind; layers?: number[] }, rates: EstimateRates = DEFAULT_RATES): CompressEstimate | null {
+export function estimateForModel(model: string, req: { method: string; budget: number; alignIters?: number; base?: BaseKind; layers?: number[]; calibTokens?: number }, rates: EstimateRates = DEFAULT_RATES): CompressEstimate | null {
   const src = openModel(model);
   try {
     const cfg = src.config;
@@ -180,7 +213,8 @@ export function estimateForModel(model: string, req: { method: string; budget: n
     const first = cfg.layers.findIndex((l) => l.ffn === 'moe');
     const hub = [...expertHubNames(src, [first])][0];
     const sourceBytes = hub ? DTYPE_BYTES[src.checkpoint.info(hub).dtype] : 2;
-    return estimateCompress({ layers: req.layers?.length ?? moeLayers, E: cfg.moe.experts, I: cfg.moe.intermediate, H: cfg.hidden, sourceBytes }, req.method, req, rates);
+    const calib = req.calibTokens ? { tokens: req.calibTokens, topK: cfg.moe.routing.topK, modelLayers: req.layers ? Math.max(...req.layers) + 1 : cfg.numLayers } : undefined;
+    return estimateCompress({ layers: req.layers?.length ?? moeLayers, E: cfg.moe.experts, I: cfg.moe.intermediate, H: cfg.hidden, sourceBytes }, req.method, { ...req, calib }, rates);
   } finally {
     src.checkpoint.close();
   }
