@@ -277,8 +277,10 @@ test('estimate with calibration: its hidden states and one layer of sums join th
 });
 
 test('bench --scale end to end on a tiny layer: one child per method, the required keys, floors and extrapolation', async () => {
-  const r = await runScaleBench({ E: 4, I: 48, H: 32, methods: ['resmoe-prune', 'ders-quant'], budget: 0.5, alignIters: 2, layers: 32, diskProbeBytes: 16 * 2 ** 20 });
-  assert.deepEqual(r.methods.map((m) => m.method), ['resmoe-prune', 'ders-quant']);
+  const r = await runScaleBench({ E: 4, I: 48, H: 32, methods: ['resmoe-prune', 'ders-quant', 'quant+calib'], budget: 0.5, alignIters: 2, layers: 32, diskProbeBytes: 16 * 2 ** 20, calibWindows: 2 });
+  assert.deepEqual(r.methods.map((m) => m.method), ['resmoe-prune', 'ders-quant', 'quant+calib']);
+  assert.equal((r.methods[2].choices.calib as { mode: string }).mode, 'gptq', 'the +calib run calibrates');
+  assert.ok(r.methods[2].gemmFlops >= 0);
   for (const k of ['compressPeakRssBytes', 'compressSeconds', 'gemmFloorSeconds', 'ioFloorSeconds', 'floorSeconds', 'extrapolatedSeconds'] as const) {
     assert.ok(Number.isFinite(r[k]) && r[k] > 0, `${k} = ${r[k]}`);
   }

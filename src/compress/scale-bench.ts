@@ -26,8 +26,11 @@ export interface ScaleBenchOptions {
   experts?: SyntheticExperts;
   seed?: number;
   budget?: number;
+  /** Methods to run; a name ending in '+calib' compresses with calibration on calibWindows windows of random tokens. */
   methods?: string[];
   alignIters?: number;
+  /** Windows of 256 random tokens for the '+calib' methods (default 8). */
+  calibWindows?: number;
   /** Layers to extrapolate to (Mixtral-8x7B: 32). */
   layers?: number;
   /** Parent of the temporary directory (default the OS temp dir). */
@@ -173,8 +176,11 @@ export async function runScaleBench(opts: ScaleBenchOptions = {}): Promise<Scale
     const runs: ScaleMethodResult[] = [];
     for (const method of methods) {
       const out = join(tmp, `out-${method}`);
-      const est = estimateCompress({ layers: 1, E: shape.E, I: shape.I, H: shape.H }, method, { budget: shape.budget, alignIters: shape.alignIters }, { gemmGflops: rates.gemm.gflops, readMBps: rates.disk.readMBps, writeMBps: rates.disk.writeMBps });
-      const r = await runChild({ model, out, method, budget: shape.budget, seed: shape.seed, alignIters: shape.alignIters }, opts.onProgress);
+      const name = method.replace(/\+calib$/, '');
+      const calibWindows = name !== method ? opts.calibWindows ?? 8 : undefined;
+      const calib = calibWindows ? { tokens: calibWindows * 256, topK: 2, modelLayers: 1 } : undefined;
+      const est = estimateCompress({ layers: 1, E: shape.E, I: shape.I, H: shape.H }, name, { budget: shape.budget, alignIters: shape.alignIters, calib }, { gemmGflops: rates.gemm.gflops, readMBps: rates.disk.readMBps, writeMBps: rates.disk.writeMBps });
+      const r = await runChild({ model, out, method: name, budget: shape.budget, seed: shape.seed, alignIters: shape.alignIters, calibWindows }, opts.onProgress);
       runs.push(methodResult(method, r, rates, ck.expertBytes, layers, est));
       if (!opts.keep) rmSync(out, { recursive: true, force: true });
     }

@@ -34,6 +34,8 @@ export interface CalibrationRequest {
   maxFullI?: number;
   /** Cache file: read when its options match, else written after collecting. */
   cache?: string;
+  /** Token ids to calibrate on instead of tokenizing `file` (benchmarks: seeded random ids); `file` then only names them. */
+  tokens?: ArrayLike<number>;
 }
 
 export async function readCalibrationText(file: string, maxChars = 4 << 20): Promise<string> {
@@ -68,7 +70,8 @@ function cacheKey(modelDir: string, req: CalibrationRequest): string {
 }
 
 /** The calibration text's tokens (its first maxChars, tokenized with the model's tokenizer). */
-export async function calibrationTokens(modelDir: string, req: CalibrationRequest): Promise<number[]> {
+export async function calibrationTokens(modelDir: string, req: CalibrationRequest): Promise<ArrayLike<number>> {
+  if (req.tokens) return req.tokens;
   const text = await readCalibrationText(req.file, req.maxChars);
   return loadTokenizer(modelDir).encode(text);
 }
