@@ -1,6 +1,6 @@
 /**
  * moepress bench-quality [--fixtures mixtral,olmoe] [--methods …] [--budgets 0.5,0.25] [--windows 64]
- *   [--calib FILE|none] [--calib-windows N] [--calib-methods auto,…] [--svg FILE] [--json] [--shared DIR]
+ *   [--calib FILE|none] [--calib-windows N] [--calib-methods auto,…] [--calib-mode sequential|original] [--svg FILE] [--json] [--shared DIR]
  * moepress bench-quality --rows a.json,b.json [--svg FILE] [--json]: re-render saved --json outputs
  *   (e.g. one run per fixture, or a re-run of one method) as one table and plot; later files win.
  * Perplexity vs stored bytes for every method and budget: the README's quality table and plot.
@@ -82,7 +82,7 @@ export function mergeRows(files: string[]): SweepRow[] {
 export async function benchQualityCommand(argv: string[]): Promise<void> {
   const p = parse(argv, {
     fixtures: { type: 'string' }, methods: { type: 'string' }, budgets: { type: 'string' }, windows: { type: 'string' }, seed: { type: 'string' },
-    calib: { type: 'string' }, 'calib-windows': { type: 'string' }, 'calib-methods': { type: 'string' }, svg: { type: 'string' }, json: { type: 'boolean' }, shared: { type: 'string' }, rows: { type: 'string' },
+    calib: { type: 'string' }, 'calib-windows': { type: 'string' }, 'calib-methods': { type: 'string' }, 'calib-mode': { type: 'string' }, svg: { type: 'string' }, json: { type: 'boolean' }, shared: { type: 'string' }, rows: { type: 'string' },
   });
   const saved = p.str('rows');
   if (saved) {
@@ -100,6 +100,8 @@ export async function benchQualityCommand(argv: string[]): Promise<void> {
   const calib = calibFile === 'none' ? undefined : { file: resolve(calibFile), windows: p.int('calib-windows') ?? 128 };
   if (calib && !existsSync(calib.file)) throw new UsageError(`calibration text not found: ${calib.file} (pass --calib none for data-free runs)`);
   const calibrated = p.str('calib-methods')?.split(',') ?? ['auto'];
+  const calibMode = p.str('calib-mode') ?? 'sequential';
+  if (calibMode !== 'sequential' && calibMode !== 'original') throw new UsageError(`--calib-mode must be sequential or original, got '${calibMode}'`);
   const json = p.flag('json');
   const progress = progressRenderer(json);
   const text = readText(resolve(shared, 'corpus/test.txt'));
@@ -108,14 +110,14 @@ export async function benchQualityCommand(argv: string[]): Promise<void> {
     const dir = resolve(shared, 'fixtures', f);
     if (!existsSync(dir)) throw new UsageError(`fixture not found: ${dir}`);
     const ids = loadTokenizer(dir).encode(text);
-    rows.push(...(await qualitySweep(dir, f, { methods, budgets, ids, windows, seed: p.int('seed'), calib, calibrated, onProgress: progress })));
+    rows.push(...(await qualitySweep(dir, f, { methods, budgets, ids, windows, seed: p.int('seed'), calib, calibrated, calibMode, onProgress: progress })));
   }
   progress.end();
-  const calibNote = calib ? `; calibration: ${calib.windows} windows of ${calib.file} for ${calibrated.join(', ')}` : '; no calibration';
+  const calibNote = calib ? `; calibration (${calibMode}): ${calib.windows} windows of ${calib.file} for ${calibrated.join(', ')}` : '; no calibration';
   render(rows, budgets, {
     svg: p.str('svg'), json, summary: methods.includes('auto'),
     header: `Perplexity on the first ${windows} windows of corpus/test.txt; budget = stored expert bytes / bf16 expert bytes${calibNote}.`,
-    extra: { windows, calibration: calib ? { ...calib, methods: calibrated } : null },
+    extra: { windows, calibration: calib ? { ...calib, mode: calibMode, methods: calibrated } : null },
   });
 }
 

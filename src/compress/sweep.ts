@@ -1,8 +1,9 @@
 /**
  * Quality sweep: every method at every budget on a model, perplexity vs stored bytes, measured with
  * the evaluation protocol (perplexity.ts). Compressed models go to a temporary directory. Methods
- * named in `calibrated` get the calibration (collected once per model into a cache file in that
- * directory, then reused), the others run data-free.
+ * named in `calibrated` get the calibration (sequential by default: collected during each run, on
+ * the layers as compressed; `calibMode: 'original'` collects once per model into a cache file in
+ * that directory and reuses it), the others run data-free.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
@@ -13,7 +14,7 @@ import { loadModel } from '../runtime/load-model.js';
 import { perplexity } from '../runtime/perplexity.js';
 import { Transformer } from '../runtime/transformer.js';
 import type { CalibrationRequest } from './calib/source.js';
-import { compress } from './compress.js';
+import { compress, type CalibrationMode } from './compress.js';
 
 export interface SweepRow {
   model: string;
@@ -39,6 +40,8 @@ export interface SweepOptions {
   onProgress?: ProgressFn;
   /** Calibration text and options, for the methods in `calibrated` (the cache file is the sweep's own). */
   calib?: Omit<CalibrationRequest, 'cache'>;
+  /** compress's calibMode (default 'sequential'). */
+  calibMode?: CalibrationMode;
   /** Methods that get the calibration (default: auto). */
   calibrated?: string[];
   /** Called with each row as it is measured. */
@@ -65,10 +68,11 @@ export async function qualitySweep(model: string, name: string, opts: SweepOptio
     for (const method of opts.methods) {
       for (const budget of opts.budgets) {
         const out = join(tmp, `${method}-${budget}`);
-        const calib = opts.calib && (opts.calibrated ?? ['auto']).includes(method) ? { ...opts.calib, cache: join(tmp, 'calibration.safetensors') } : undefined;
+        const mode = opts.calibMode ?? 'sequential';
+        const calib = opts.calib && (opts.calibrated ?? ['auto']).includes(method) ? { ...opts.calib, ...(mode === 'original' ? { cache: join(tmp, 'calibration.safetensors') } : {}) } : undefined;
         const t0 = performance.now();
         try {
-          const m = await compress({ model, out, method, budget, seed: opts.seed ?? 0, calib });
+          const m = await compress({ model, out, method, budget, seed: opts.seed ?? 0, calib, calibMode: mode });
           const secs = (performance.now() - t0) / 1000;
           const p = await ppl(out, opts.ids, opts.windows);
           push({ model: name, method, budget, stored: m.bytes.fraction, perplexity: p, calibrated: !!calib, lossPercent: 100 * (p / base - 1), compressSeconds: secs });
