@@ -7,6 +7,7 @@
  * Calibration (default: the shared training corpus, never the test text) goes to the methods in
  * --calib-methods (default auto); the others run data-free.
  */
+import { CALIB_WINDOWS } from '../compress/calib/collect.js';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { METHODS } from '../compress/methods/index.js';
@@ -97,7 +98,7 @@ export async function benchQualityCommand(argv: string[]): Promise<void> {
   const budgets = p.str('budgets')?.split(',').map(Number) ?? DEFAULT_BUDGETS;
   const windows = p.int('windows') ?? 64;
   const calibFile = p.str('calib') ?? resolve(shared, 'corpus/train.txt.gz');
-  const calib = calibFile === 'none' ? undefined : { file: resolve(calibFile), windows: p.int('calib-windows') ?? 128 };
+  const calib = calibFile === 'none' ? undefined : { file: resolve(calibFile), windows: p.int('calib-windows') ?? CALIB_WINDOWS };
   if (calib && !existsSync(calib.file)) throw new UsageError(`calibration text not found: ${calib.file} (pass --calib none for data-free runs)`);
   const calibrated = p.str('calib-methods')?.split(',') ?? ['auto'];
   const calibMode = p.str('calib-mode') ?? 'sequential';

@@ -2,6 +2,7 @@
  * moepress compress MODEL --out DIR --method M --budget B [--base …] [--base-from DIR] [--layers …] [--seed S]
  *   [--calib TEXT [--calib-windows N] [--calib-seed S] [--calib-mode sequential|original] [--calib-cache FILE]] [--allocate layer|global] [--resume] [--json]
  */
+import { CALIB_WINDOWS } from '../compress/calib/collect.js';
 import { existsSync } from 'node:fs';
 import os from 'node:os';
 import { dirname, resolve } from 'node:path';
@@ -72,7 +73,7 @@ export async function compressCommand(argv: string[]): Promise<void> {
   if (p.str('calib-cache') && calibMode === 'sequential' && p.str('allocate') !== 'global') throw new UsageError('--calib-cache holds statistics on the original model\'s inputs: use it with --calib-mode original (sequential statistics depend on the compressed layers, so they are collected each run)');
   const calib = calibFile ? { file: calibFile, windows: p.int('calib-windows'), seed: p.int('calib-seed'), cache: p.str('calib-cache') } : undefined;
   if (!json && !calib) process.stderr.write('no --calib text: data-free compression (methods use weights only)\n');
-  if (!json) await printEstimate(model, p.req('out'), { method, budget, base, layers, alignIters, calibTokens: calib ? (calib.windows ?? 64) * 256 : undefined });
+  if (!json) await printEstimate(model, p.req('out'), { method, budget, base, layers, alignIters, calibTokens: calib ? (calib.windows ?? CALIB_WINDOWS) * 256 : undefined });
   const allocation = p.str('allocate') ?? 'layer';
   if (allocation !== 'layer' && allocation !== 'global') throw new UsageError(`--allocate must be layer or global, got '${allocation}'`);
   const layerWeighting = p.str('layer-weighting') ?? 'relative';

@@ -19,7 +19,9 @@ commands:
        [--int8-activations]                    4-bit experts multiply 8-bit activations (faster, inexact)
   compress MODEL --out DIR --method M --budget B  compress the routed experts to a fraction of bf16
        [--base mean|median|aligned|expert:N] [--base-from DENSE_DIR] [--layers 0,2-5]
-       [--calib TEXT [--calib-windows N] [--calib-seed S] [--calib-cache FILE]]
+       [--calib TEXT [--calib-windows N] [--calib-seed S]  calibration text (default 128 windows);
+         [--calib-mode sequential|original]   each layer on the layers before it as compressed (default)
+         [--calib-cache FILE]]                  or as they were (original; only it can be cached)
        [--allocate layer|global [--layer-weighting relative|absolute]]  (auto: bytes per layer, or one
                                               allocation across layers under the model-wide budget)
        [--seed S] [--align-iters N] [--resume] [--overwrite] [--json]

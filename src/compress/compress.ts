@@ -4,6 +4,7 @@
  * leaves nothing at `out` and `resume` continues from the finished layers; the directory is renamed
  * into place only when complete.
  */
+import { CALIB_WINDOWS } from './calib/collect.js';
 import { copyFileSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { Checkpoint, INDEX_FILE, writeCheckpoint } from '../io/checkpoint.js';
@@ -75,7 +76,7 @@ function runKey(req: CompressRequest, layers: number[]): string {
 function calibrationLabel(req: CompressRequest, calib: CalibrationWindows | null): unknown {
   if (!req.calib) return 'data-free';
   const c = req.calib;
-  return { source: c.file, windows: calib?.windows ?? c.windows ?? 64, windowSize: calib?.windowSize ?? c.windowSize ?? 256, seed: calib?.seed ?? c.seed ?? 0, mode: req.calibMode ?? 'sequential' };
+  return { source: c.file, windows: calib?.windows ?? c.windows ?? CALIB_WINDOWS, windowSize: calib?.windowSize ?? c.windowSize ?? 256, seed: calib?.seed ?? c.seed ?? 0, mode: req.calibMode ?? 'sequential' };
 }
 
 /** The windows a calibration ran on. */

@@ -12,6 +12,7 @@
  * Only the text's first maxChars are tokenized (the windows are drawn from them): enough for 64-256
  * windows of 256 tokens, and a 40 MB corpus need not be tokenized whole.
  */
+import { CALIB_WINDOWS } from './collect.js';
 import { createReadStream, existsSync, statSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { createGunzip } from 'node:zlib';
@@ -66,7 +67,7 @@ export async function readCalibrationText(file: string, maxChars = 4 << 20): Pro
 }
 
 function cacheKey(modelDir: string, req: CalibrationRequest): string {
-  return JSON.stringify({ model: resolve(modelDir), file: resolve(req.file), windows: req.windows ?? 64, windowSize: req.windowSize ?? 256, seed: req.seed ?? 0, maxChars: req.maxChars ?? 4 << 20, maxFullI: req.maxFullI ?? 4096 });
+  return JSON.stringify({ model: resolve(modelDir), file: resolve(req.file), windows: req.windows ?? CALIB_WINDOWS, windowSize: req.windowSize ?? 256, seed: req.seed ?? 0, maxChars: req.maxChars ?? 4 << 20, maxFullI: req.maxFullI ?? 4096 });
 }
 
 /** The calibration text's tokens (its first maxChars, tokenized with the model's tokenizer). */

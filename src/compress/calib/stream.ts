@@ -29,7 +29,7 @@ import { StreamedExpertBank } from '../../runtime/streamed-bank.js';
 import { attentionResidual, embedTokens, ffnResidual, normRows } from '../../runtime/transformer.js';
 import type { Weights } from '../../runtime/weights.js';
 import type { Routes } from '../../tensor/router.js';
-import { accumulateExpert, calibrationWindows, emptyExpert, routedRows } from './collect.js';
+import { accumulateExpert, CALIB_WINDOWS, calibrationWindows, emptyExpert, routedRows } from './collect.js';
 import type { LayerCalib } from './types.js';
 
 export interface StreamOptions {
@@ -71,7 +71,7 @@ export class CalibrationStream {
   static start(src: ModelSource, ids: ArrayLike<number>, opts: StreamOptions = {}): CalibrationStream {
     const cfg = src.config;
     if (!cfg.moe) throw new MoepressError(`model_type '${cfg.modelType}' has no routed experts to calibrate`);
-    const full = { windows: opts.windows ?? 64, windowSize: opts.windowSize ?? 256, seed: opts.seed ?? 0, maxFullI: opts.maxFullI ?? 4096, batch: opts.batch ?? 4 };
+    const full = { windows: opts.windows ?? CALIB_WINDOWS, windowSize: opts.windowSize ?? 256, seed: opts.seed ?? 0, maxFullI: opts.maxFullI ?? 4096, batch: opts.batch ?? 4 };
     const S = full.windowSize;
     const starts = calibrationWindows(ids.length, full.windows, S, full.seed);
     const tokens = new Int32Array(full.windows * S);
