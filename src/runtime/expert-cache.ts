@@ -1,0 +1,116 @@
+/**
+ * A least-recently-used cache of routed experts under a byte budget, shared by every MoE layer of
+ * an offloaded model (offload-model.ts). Entries are whatever a bank keeps of one expert: float32
+ * matrices read from a hub checkpoint, or a compressed expert's prepared parts (cached-banks.ts).
+ *
+ * The size of an entry is known before it is read (from the safetensors headers), so room is made
+ * first and the cache never holds more than its capacity, not even while loading. The bytes
+ * counted are those of the typed arrays the entry keeps alive (Float32Array / Uint8Array /
+ * Int32Array byteLength), not an estimate.
+ *
+ * An entry may depend on another (a compressed expert on its layer's shared base): evicting the
+ * base evicts its dependents, which hold references to it, so the count stays what is really held.
+ */
+import { MoepressError } from '../io/errors.js';
+
+export interface ExpertCacheStats {
+  capacityBytes: number;
+  /** Expert runs served from the cache. */
+  hits: number;
+  /** Entries read from the checkpoint (experts, and a compressed layer's shared tensors). */
+  misses: number;
+  evictions: number;
+  /** Stored bytes read from the checkpoint for misses. */
+  bytesRead: number;
+  /** Bytes held now, and the most held at once. */
+  cachedBytes: number;
+  peakCachedBytes: number;
+}
+
+/** What a loader returns: the value, the bytes it holds (must equal the announced size), and the stored bytes read. */
+export interface Loaded<T> {
+  value: T;
+  bytes: number;
+  bytesRead: number;
+}
+
+interface Entry {
+  value: unknown;
+  bytes: number;
+  /** Key of the entry this one holds references into (evicted with it). */
+  parent: string | null;
+  children: Set<string>;
+}
+
+export interface GetOptions {
+  /** The entry this one depends on; it must be cached already and is not evicted to make room. */
+  parent?: string;
+}
+
+export class ExpertCache {
+  /** Map order is the LRU order: first = least recently used. */
+  private readonly entries = new Map<string, Entry>();
+  private readonly s: ExpertCacheStats;
+
+  constructor(readonly capacityBytes: number) {
+    if (!(Number.isSafeInteger(capacityBytes) && capacityBytes > 0)) throw new MoepressError(`expert cache capacity must be a positive number of bytes, got ${capacityBytes}`);
+    this.s = { capacityBytes, hits: 0, misses: 0, evictions: 0, bytesRead: 0, cachedBytes: 0, peakCachedBytes: 0 };
+  }
+
+  stats(): ExpertCacheStats {
+    return { ...this.s };
+  }
+
+  has(key: string): boolean {
+    return this.entries.has(key);
+  }
+
+  /**
+   * The value under key, marked most recently used; on a miss, least recently used entries are
+   * evicted until `bytes` fit, then `load` runs. A hit counts in the stats only when countHit.
+   */
+  get<T>(key: string, bytes: number, load: () => Loaded<T>, opts: GetOptions = {}, countHit = true): T {
+    const hit = this.entries.get(key);
+    if (hit) {
+      this.entries.delete(key);
+      this.entries.set(key, hit);
+      if (countHit) this.s.hits++;
+      return hit.value as T;
+    }
+    const parent = opts.parent ?? null;
+    if (parent !== null && !this.entries.has(parent)) throw new Error(`expert cache: '${key}' depends on '${parent}', which is not cached`);
+    this.makeRoom(bytes, key, parent);
+    const got = load();
+    if (got.bytes !== bytes) throw new Error(`expert cache: '${key}' was announced as ${bytes} bytes but holds ${got.bytes}`);
+    this.entries.set(key, { value: got.value, bytes, parent, children: new Set() });
+    if (parent !== null) this.entries.get(parent)!.children.add(key);
+    this.s.misses++;
+    this.s.bytesRead += got.bytesRead;
+    this.s.cachedBytes += bytes;
+    this.s.peakCachedBytes = Math.max(this.s.peakCachedBytes, this.s.cachedBytes);
+    return got.value;
+  }
+
+  /** Evicts least recently used entries (never `keep` or its ancestors) until `bytes` more fit. */
+  private makeRoom(bytes: number, key: string, keep: string | null): void {
+    const kept = new Set<string>();
+    for (let k = keep; k !== null; k = this.entries.get(k)?.parent ?? null) kept.add(k);
+    for (const k of [...this.entries.keys()]) {
+      if (this.s.cachedBytes + bytes <= this.capacityBytes) return;
+      if (!kept.has(k) && this.entries.has(k)) this.evict(k);
+    }
+    if (this.s.cachedBytes + bytes > this.capacityBytes) {
+      const pinned = this.s.cachedBytes;
+      throw new MoepressError(`expert cache of ${this.capacityBytes} bytes cannot hold '${key}' (${bytes} bytes${pinned ? ` beside ${pinned} bytes it depends on` : ''}); give --expert-cache at least ${bytes + pinned} bytes`);
+    }
+  }
+
+  private evict(key: string): void {
+    const e = this.entries.get(key)!;
+    for (const c of e.children) this.evict(c);
+    this.entries.delete(key);
+    if (e.parent !== null) this.entries.get(e.parent)?.children.delete(key);
+    this.s.cachedBytes -= e.bytes;
+    this.s.evictions++;
+  }
+}
