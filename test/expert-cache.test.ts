@@ -56,6 +56,23 @@ test('an entry depending on another is evicted with it, and its parent is never 
   assert.throws(() => c.get('0:3', 10, loader(10, loads, '0:3'), { parent: '0:shared' }), /not cached/);
 });
 
+test('the loader receives the values evicted to make room for it (to read into their buffers)', () => {
+  const c = new ExpertCache(200);
+  const a = c.get('a', 100, () => ({ value: new Float32Array(25), bytes: 100, bytesRead: 0 }));
+  c.get('b', 100, (evicted) => {
+    assert.deepEqual(evicted, [], 'room without evicting');
+    return { value: new Float32Array(25), bytes: 100, bytesRead: 0 };
+  });
+  let seen: unknown[] = [];
+  const d = c.get('d', 100, (evicted) => {
+    seen = evicted;
+    return { value: evicted[0] as Float32Array, bytes: 100, bytesRead: 0 };
+  });
+  assert.equal(seen.length, 1);
+  assert.equal(d, a, 'the least recently used entry (a) was handed over and reused');
+  assert.ok(!c.has('a'));
+});
+
 test('an entry larger than the cap, or holding other than announced, is refused', () => {
   const c = new ExpertCache(100);
   assert.throws(() => c.get('big', 101, loader(101, [], 'big')), (e: Error) => e instanceof MoepressError && /at least 101 bytes/.test(e.message));

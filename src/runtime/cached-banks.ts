@@ -56,6 +56,11 @@ export function hubExpertBytes(I: number, H: number): number {
   return 3 * I * H * 4;
 }
 
+function isExpertWeights(v: unknown, n: number): boolean {
+  const w = v as Partial<ExpertWeights> | null;
+  return w?.gate instanceof Float32Array && w.gate.length === n && w.up?.length === n && w.down?.length === n;
+}
+
 /** A hub layer's routed experts through the cache (biases, small, stay resident). */
 export class CachedHubBank implements ExpertBank {
   readonly offloaded = true;
@@ -82,10 +87,11 @@ export class CachedHubBank implements ExpertBank {
 
   run(e: number, x: Float32Array, n: number, scaling?: ExpertScaling): Promise<Float32Array> {
     const { I, H, layer } = this;
-    const w = this.cache.get<ExpertWeights>(`${layer}:${e}`, this.expertBytes(), () => {
+    const w = this.cache.get<ExpertWeights>(`${layer}:${e}`, this.expertBytes(), (evicted) => {
       const src = this.slot.source(layer);
       const before = src.stats.bytesRead;
-      const value = readExpert(src, e);
+      // Every hub expert has the same shape: read into an evicted one's buffers when there is one.
+      const value = readExpert(src, e, evicted.find((v): v is ExpertWeights => isExpertWeights(v, I * H)));
       return { value, bytes: value.gate.byteLength + value.up.byteLength + value.down.byteLength, bytesRead: src.stats.bytesRead - before };
     });
     const b = this.biases;

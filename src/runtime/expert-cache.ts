@@ -8,6 +8,10 @@
  * counted are those of the typed arrays the entry keeps alive (Float32Array / Uint8Array /
  * Int32Array byteLength), not an estimate.
  *
+ * The values evicted to make room are handed to the loader, which may read into them (a hub
+ * expert reuses an evicted expert's float32 buffers): no garbage per miss, and still nothing held
+ * beyond the capacity, since the evicted entry is gone before its memory is refilled.
+ *
  * An entry may depend on another (a compressed expert on its layer's shared base): evicting the
  * base evicts its dependents, which hold references to it, so the count stays what is really held.
  */
@@ -69,7 +73,7 @@ export class ExpertCache {
    * The value under key, marked most recently used; on a miss, least recently used entries are
    * evicted until `bytes` fit, then `load` runs. A hit counts in the stats only when countHit.
    */
-  get<T>(key: string, bytes: number, load: () => Loaded<T>, opts: GetOptions = {}, countHit = true): T {
+  get<T>(key: string, bytes: number, load: (evicted: unknown[]) => Loaded<T>, opts: GetOptions = {}, countHit = true): T {
     const hit = this.entries.get(key);
     if (hit) {
       this.entries.delete(key);
@@ -79,8 +83,7 @@ export class ExpertCache {
     }
     const parent = opts.parent ?? null;
     if (parent !== null && !this.entries.has(parent)) throw new Error(`expert cache: '${key}' depends on '${parent}', which is not cached`);
-    this.makeRoom(bytes, key, parent);
-    const got = load();
+    const got = load(this.makeRoom(bytes, key, parent));
     if (got.bytes !== bytes) throw new Error(`expert cache: '${key}' was announced as ${bytes} bytes but holds ${got.bytes}`);
     this.entries.set(key, { value: got.value, bytes, parent, children: new Set() });
     if (parent !== null) this.entries.get(parent)!.children.add(key);
@@ -91,23 +94,26 @@ export class ExpertCache {
     return got.value;
   }
 
-  /** Evicts least recently used entries (never `keep` or its ancestors) until `bytes` more fit. */
-  private makeRoom(bytes: number, key: string, keep: string | null): void {
+  /** Evicts least recently used entries (never `keep` or its ancestors) until `bytes` more fit; returns their values. */
+  private makeRoom(bytes: number, key: string, keep: string | null): unknown[] {
     const kept = new Set<string>();
     for (let k = keep; k !== null; k = this.entries.get(k)?.parent ?? null) kept.add(k);
+    const evicted: unknown[] = [];
     for (const k of [...this.entries.keys()]) {
-      if (this.s.cachedBytes + bytes <= this.capacityBytes) return;
-      if (!kept.has(k) && this.entries.has(k)) this.evict(k);
+      if (this.s.cachedBytes + bytes <= this.capacityBytes) return evicted;
+      if (!kept.has(k) && this.entries.has(k)) this.evict(k, evicted);
     }
     if (this.s.cachedBytes + bytes > this.capacityBytes) {
       const pinned = this.s.cachedBytes;
       throw new MoepressError(`expert cache of ${this.capacityBytes} bytes cannot hold '${key}' (${bytes} bytes${pinned ? ` beside ${pinned} bytes it depends on` : ''}); give --expert-cache at least ${bytes + pinned} bytes`);
     }
+    return evicted;
   }
 
-  private evict(key: string): void {
+  private evict(key: string, evicted: unknown[]): void {
     const e = this.entries.get(key)!;
-    for (const c of e.children) this.evict(c);
+    for (const c of e.children) this.evict(c, evicted);
+    evicted.push(e.value);
     this.entries.delete(key);
     if (e.parent !== null) this.entries.get(e.parent)?.children.delete(key);
     this.s.cachedBytes -= e.bytes;
