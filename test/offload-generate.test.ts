@@ -13,6 +13,7 @@ import { test } from 'node:test';
 import { compress } from '../src/compress/compress.js';
 import { compressedLayerSizes } from '../src/runtime/cached-banks.js';
 import { generate } from '../src/runtime/generate.js';
+import { openForGenerate } from '../src/runtime/generate-model.js';
 import { loadModel } from '../src/runtime/load-model.js';
 import { loadOffloaded } from '../src/runtime/offload-model.js';
 import { Transformer } from '../src/runtime/transformer.js';
@@ -139,3 +140,37 @@ for (const method of ['quant', 'ders-quant'] as const) {
     }
   });
 }
+
+test('openForGenerate: in memory when the model fits, offloaded when it does not, the plan emitted before loading', async () => {
+  const { dir } = writeTinyModel(TINY_CONFIGS.mixtral, { seed: 25, dtype: 'BF16' });
+  try {
+    const run = async (availableBytes: number) => {
+      const events: string[] = [];
+      const m = openForGenerate(dir, {
+        promptTokens: PROMPT.length, maxTokens: STEPS, availableBytes,
+        onPlan: (_e, plan) => events.push(`plan ${plan.mode}`),
+        onProgress: () => events.push('load'),
+      });
+      try {
+        const ids: number[] = [];
+        for await (const id of generate(m.engine, PROMPT, { maxTokens: STEPS, fast: false })) ids.push(id);
+        return { ids, plan: m.plan, estimate: m.estimate, events, stats: m.cache?.stats() ?? null };
+      } finally {
+        m.close();
+      }
+    };
+    const roomy = await run(1e12);
+    assert.equal(roomy.plan.mode, 'in-memory');
+    assert.equal(roomy.stats, null);
+    assert.equal(roomy.events[0], 'plan in-memory', 'the plan comes before the first tensor is loaded');
+    // As much memory as the in-memory peak: with the margin it does not fit, so the experts are offloaded.
+    const tight = await run(roomy.estimate.inMemoryPeakBytes);
+    assert.equal(tight.plan.mode, 'offloaded');
+    assert.equal(tight.plan.cacheBytes, tight.estimate.minCacheBytes, 'no room beyond the smallest cache');
+    assert.equal(tight.events[0], 'plan offloaded');
+    assert.ok(tight.stats!.misses > 0);
+    assert.deepEqual(tight.ids, roomy.ids);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -8,8 +8,8 @@
  */
 import { fastDecoderFor } from '../runtime/fast-decoder.js';
 import { generate } from '../runtime/generate.js';
-import { availableMemory, chooseGenerateMode, estimateGenerate, type GenerateEstimate, type GeneratePlan } from '../runtime/offload-estimate.js';
-import { openGenerateModel } from '../runtime/offload-model.js';
+import { openForGenerate } from '../runtime/generate-model.js';
+import type { GenerateEstimate, GeneratePlan } from '../runtime/offload-estimate.js';
 import { loadTokenizer } from '../runtime/tokenizer.js';
 import { modelArg, parse, UsageError } from './args.js';
 import { fmtBytes, parseBytes } from './format.js';
@@ -46,11 +46,9 @@ export async function generateCommand(argv: string[]): Promise<void> {
   const cacheArg = p.str('expert-cache');
   const expertCacheBytes = cacheArg === undefined ? undefined : parseBytes(cacheArg);
   if (expertCacheBytes === null || expertCacheBytes === 0) throw new UsageError(`--expert-cache expects a size such as 512MiB, 4GiB or a byte count, got '${cacheArg}'`);
-  const estimate = estimateGenerate(dir, { promptTokens: prompt.length, maxTokens });
-  const plan = chooseGenerateMode(estimate, { availableBytes: availableMemory(), expertCacheBytes });
-  process.stderr.write(describePlan(estimate, plan));
-  const model = openGenerateModel(dir, plan, progress);
+  const model = openForGenerate(dir, { promptTokens: prompt.length, maxTokens, expertCacheBytes, onProgress: progress, onPlan: (e, plan) => process.stderr.write(describePlan(e, plan)) });
   progress.end();
+  const { estimate, plan } = model;
   const engine = model.engine;
   // Build the one-graph decoder (when the model supports it) before the clock starts.
   const int8Activations = p.flag('int8-activations');

@@ -11,7 +11,8 @@
  *                + the expert reader's buffer: one block of rows (≤ 2^22 elements) or a GPT-OSS slab
  *                (2·I·H), at ≤ 8 bytes an element (stored + float32)
  *   decode graph in memory, when the one-graph decoder would be built (≤ 1.8 GB of weights): its
- *                own float32 copy of the weights
+ *                copy of the weights twice, the serialized graph and ORT's initializers, both alive
+ *                while the session is created
  *   KV cache     layers · C · NKV · (dk + dv) · 4
  *   activations  the prompt pass, its largest step: 2·T·H residual/normed + max(attention
  *                6·T·H + heads·T², FFN T·(2H + 2·Imax)) + one row of logits V, all float32
@@ -39,7 +40,7 @@ export interface GenerateEstimate {
   minCacheBytes: number;
   /** The offloaded engine's read buffer. */
   readBufferBytes: number;
-  /** The one-graph decoder's copy of the weights in memory (0 when it would not be built). */
+  /** The one-graph decoder's copies of the weights (0 when it would not be built). */
   graphBytes: number;
   kvCacheBytes: number;
   activationBytes: number;
@@ -98,7 +99,7 @@ export function estimateGenerate(dir: string, run: { promptTokens: number; maxTo
     const readBufferBytes = hubExperts > 0 ? 8 * readElems : 0;
     const residentWeightBytes = resident + rawMax;
     const weights = resident + expertBytes;
-    const graphBytes = weights <= MAX_GRAPH_BYTES ? weights : 0;
+    const graphBytes = weights <= MAX_GRAPH_BYTES ? 2 * weights : 0;
     const positions = Math.min(cfg.maxPositions, run.promptTokens + run.maxTokens);
     const kv = kvCacheBytes(cfg, positions);
     const act = activationBytes(cfg, run.promptTokens);

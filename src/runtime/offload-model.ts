@@ -5,7 +5,7 @@
  * (expert-cache.ts) and are read from the checkpoint on demand (cached-banks.ts). Hub checkpoints
  * (per-expert, fused and gpt-oss layouts) and moepress compressed directories both work.
  *
- * The Transformer built on it is the in-memory TS engine with other banks: the same arithmetic,
+ * generate-model.ts chooses between this and loadModel. The Transformer built on it is the in-memory TS engine with other banks: the same arithmetic,
  * so generate() over it gives the tokens and logits of generate() over loadModel().
  */
 import { isCompressedDir, readManifest } from '../compress/format.js';
@@ -16,8 +16,7 @@ import { CachedCompressedBank, CachedHubBank, compressedLayerSizes, hubExpertByt
 import { hasCompressedExperts, readCompressedExperts, withCompressedExperts } from './compressed-experts.js';
 import { ExpertCache } from './expert-cache.js';
 import { expertActivation, type ExpertBank } from './experts.js';
-import { compressedLayers, loadEntry, loadModel, modelEntries, openModel, type ModelSource } from './load-model.js';
-import { Transformer } from './transformer.js';
+import { compressedLayers, loadEntry, modelEntries, openModel, type ModelSource } from './load-model.js';
 import { Weights } from './weights.js';
 import type { LayerRecord } from '../compress/parts.js';
 
@@ -115,22 +114,4 @@ function build(src: ModelSource, opts: OffloadOptions): OffloadedModel {
     src.checkpoint.close();
   };
   return { ...src, weights, banks, cache, footprint, close };
-}
-
-/** The engine generate() runs, in the mode a plan chose (offload-estimate.ts chooseGenerateMode). */
-export interface GenerateModel {
-  engine: Transformer;
-  /** The expert cache when offloaded, null in memory. */
-  cache: ExpertCache | null;
-  close(): void;
-}
-
-export function openGenerateModel(dir: string, plan: { mode: 'in-memory' | 'offloaded'; cacheBytes: number | null }, onProgress?: ProgressFn): GenerateModel {
-  if (plan.mode === 'offloaded') {
-    if (plan.cacheBytes === null) throw new Error('openGenerateModel: an offloaded plan needs cacheBytes');
-    const m = loadOffloaded(dir, { cacheBytes: plan.cacheBytes, onProgress });
-    return { engine: new Transformer(m.config, m.weights, m.banks), cache: m.cache, close: m.close };
-  }
-  const m = loadModel(dir, { onProgress });
-  return { engine: new Transformer(m.config, m.weights, m.banks), cache: null, close: () => m.checkpoint.close() };
 }
