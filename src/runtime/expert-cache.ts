@@ -21,7 +21,7 @@ export interface ExpertCacheStats {
   capacityBytes: number;
   /** Expert runs served from the cache. */
   hits: number;
-  /** Entries read from the checkpoint (experts, and a compressed layer's shared tensors). */
+  /** Expert runs that read the expert from the checkpoint (a compressed layer's shared entry is not counted here, only in bytesRead). */
   misses: number;
   evictions: number;
   /** Stored bytes read from the checkpoint for misses. */
@@ -71,14 +71,15 @@ export class ExpertCache {
 
   /**
    * The value under key, marked most recently used; on a miss, least recently used entries are
-   * evicted until `bytes` fit, then `load` runs. A hit counts in the stats only when countHit.
+   * evicted until `bytes` fit, then `load` runs. Hits and misses are counted when `counted`
+   * (expert runs), not for the shared entries they depend on.
    */
-  get<T>(key: string, bytes: number, load: (evicted: unknown[]) => Loaded<T>, opts: GetOptions = {}, countHit = true): T {
+  get<T>(key: string, bytes: number, load: (evicted: unknown[]) => Loaded<T>, opts: GetOptions = {}, counted = true): T {
     const hit = this.entries.get(key);
     if (hit) {
       this.entries.delete(key);
       this.entries.set(key, hit);
-      if (countHit) this.s.hits++;
+      if (counted) this.s.hits++;
       return hit.value as T;
     }
     const parent = opts.parent ?? null;
@@ -87,7 +88,7 @@ export class ExpertCache {
     if (got.bytes !== bytes) throw new Error(`expert cache: '${key}' was announced as ${bytes} bytes but holds ${got.bytes}`);
     this.entries.set(key, { value: got.value, bytes, parent, children: new Set() });
     if (parent !== null) this.entries.get(parent)!.children.add(key);
-    this.s.misses++;
+    if (counted) this.s.misses++;
     this.s.bytesRead += got.bytesRead;
     this.s.cachedBytes += bytes;
     this.s.peakCachedBytes = Math.max(this.s.peakCachedBytes, this.s.cachedBytes);
