@@ -77,6 +77,34 @@ test('generate is deterministic for a seed and honours --max-tokens', { skip }, 
   }
 });
 
+test('generate --expert-cache offloads the experts: same tokens, cache statistics in --json, estimate on stderr', { skip }, () => {
+  const { dir } = tinyWithTokenizer();
+  try {
+    const args = ['generate', dir, '--prompt', 'Hello there', '--max-tokens', '6', '--json'];
+    const mem = run(...args);
+    assert.equal(mem.code, 0, mem.err);
+    const a = JSON.parse(mem.out);
+    assert.equal(a.mode, 'in-memory');
+    assert.equal(a.expertCache, null);
+    const off = run(...args, '--expert-cache', '8KiB');
+    assert.equal(off.code, 0, off.err);
+    const b = JSON.parse(off.out);
+    assert.equal(b.mode, 'offloaded');
+    assert.deepEqual(b.tokens, a.tokens);
+    assert.equal(b.expertCache.capacityBytes, 8192);
+    assert.ok(b.expertCache.misses > 0 && b.expertCache.bytesRead > 0);
+    assert.ok(b.expertCache.peakCachedBytes <= 8192);
+    assert.ok(b.estimatedPeakBytes > 0);
+    assert.match(off.err, /estimate: peak memory ~.*routed experts offloaded.*expert cache 8\.00 KiB/);
+    const tiny = run(...args, '--expert-cache', '1KiB');
+    assert.equal(tiny.code, 1);
+    assert.match(tiny.err, /needs at least 6144 bytes/);
+    assert.equal(run(...args, '--expert-cache', 'plenty').code, 2);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test('errors: missing model directory, unknown command, bad option', () => {
   const missing = run('eval', '/nonexistent/model', '--text', 'package.json');
   assert.equal(missing.code, 1);

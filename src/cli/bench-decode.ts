@@ -7,6 +7,7 @@
  * new, best of 3, runs interleaved), and llama.cpp's next-token distributions over the prompt are
  * compared with moepress's, with the greedy continuations. On the 4-bit models moepress also runs
  * with int8Activations (8-bit activations in the expert products, as llama.cpp's Q4_0 kernels).
+ * Last, the mixtral fixture with its routed experts offloaded to an expert cache (measureOffloaded).
  */
 import { copyFileSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
@@ -18,6 +19,7 @@ import { writeSyntheticMoe } from '../compress/synthetic.js';
 import type { DecodeGraphOptions } from '../runtime/decode-graph.js';
 import { fastDecoderFailure, fastDecoderFor } from '../runtime/fast-decoder.js';
 import { generate } from '../runtime/generate.js';
+import { benchDecode, benchOffloadedDecode, type OffloadedDecodeResult } from '../runtime/bench-decode.js';
 import { loadModel } from '../runtime/load-model.js';
 import { loadTokenizer } from '../runtime/tokenizer.js';
 import { Transformer } from '../runtime/transformer.js';
@@ -97,9 +99,37 @@ const ROWS: Row[] = [
     int8: { ours: 'syntheticCompressedInt8DecodeTokensPerSecond', ratio: 'syntheticCompressedInt8DecodeVsLlamaCpp' },
   },
 ];
+/** The offloaded-decode measurement (measureOffloaded): cache sizes as shares of the expert bytes, and its headline keys. */
+const OFFLOAD_FRACTIONS = [0.25, 1] as const;
+const OFFLOAD_KEYS = ['mixtralOffloadedDecodeTokensPerSecond', 'mixtralOffloadedHitRate', 'mixtralOffloadedBytesReadPerToken', 'mixtralOffloadedFullCacheDecodeTokensPerSecond'];
 const ROW_KEYS = (r: Row) => [r.ours, r.theirs, ...r.extraKeys, ...(r.int8 ? [r.int8.ours, r.int8.ratio] : [])];
 /** Every headline key, in the order the JSON object lists them (the floor beside the dense ratio). */
-const KEYS = ROWS.flatMap(ROW_KEYS).flatMap((k) => (k === 'decodeVsLlamaCpp' ? [k, 'decodeVsLlamaCppFloor'] : [k]));
+const KEYS = [...ROWS.flatMap(ROW_KEYS).flatMap((k) => (k === 'decodeVsLlamaCpp' ? [k, 'decodeVsLlamaCppFloor'] : [k])), ...OFFLOAD_KEYS];
+
+/**
+ * The mixtral fixture decoded with its routed experts offloaded (runtime/offload-model.ts), TS
+ * engine, at an expert cache of 25% of the expert bytes and at 100%: tokens/s, cache hit rate and
+ * stored bytes read per token over the decode steps (runtime/bench-decode.ts benchOffloadedDecode).
+ */
+
+async function measureOffloaded(ctx: BenchContext, prompt: number[]): Promise<{ summary: Record<string, number>; detail: { caches: OffloadedDecodeResult[]; inMemoryTsEngineTokensPerSecond: number }; lines: string[] } | string> {
+  const dir = resolve(ctx.shared, 'fixtures', 'mixtral');
+  if (!existsSync(dir)) return `${dir} not found`;
+  const detail: OffloadedDecodeResult[] = [];
+  for (const f of OFFLOAD_FRACTIONS) {
+    ctx.onProgress({ task: 'bench', done: detail.length, total: OFFLOAD_FRACTIONS.length, unit: 'cache sizes', detail: `offloaded decode, cache ${f * 100}%` });
+    detail.push(await benchOffloadedDecode(dir, { cacheFraction: f, prompt, tokens: NEW_TOKENS, repeats: REPEATS }));
+  }
+  // The same engine with every expert in memory: what offloading costs beyond the graph's speed-up.
+  const inMemory = await benchDecode(dir, { fast: false, prompt, tokens: NEW_TOKENS, repeats: REPEATS });
+  const [small, full] = detail;
+  const lines = detail.map((r, i) => `  cache ${OFFLOAD_FRACTIONS[i] * 100}% (${(r.cacheBytes / 2 ** 20).toFixed(1)} of ${(r.expertBytes / 2 ** 20).toFixed(1)} MiB): ${r.tokensPerSecond.toFixed(1)} tokens/s, hit rate ${(100 * r.hitRate).toFixed(0)}%, ${(r.bytesReadPerToken / 2 ** 20).toFixed(2)} MiB read per token`);
+  return {
+    summary: { mixtralOffloadedDecodeTokensPerSecond: small.tokensPerSecond, mixtralOffloadedHitRate: small.hitRate, mixtralOffloadedBytesReadPerToken: small.bytesReadPerToken, mixtralOffloadedFullCacheDecodeTokensPerSecond: full.tokensPerSecond },
+    detail: { caches: detail, inMemoryTsEngineTokensPerSecond: inMemory.tokensPerSecond },
+    lines: ['mixtral fixture, routed experts offloaded to an LRU expert cache (TS engine, each run from an empty cache):', ...lines, `  in memory, same TS engine: ${inMemory.tokensPerSecond.toFixed(1)} tokens/s`],
+  };
+}
 
 type Best = DecodeRun & { runsTokensPerSecond: number[] };
 
@@ -267,6 +297,16 @@ async function run(ctx: BenchContext): Promise<SectionResult> {
       `of p ${g.maxAbsProbDiff.toExponential(2)}; argmax equal at ${g.argmaxAgree}/${g.positions}${g.missing ? ` (${g.missing} positions MISSING from llama.cpp)` : ''}; ` +
       `greedy ${NEW_TOKENS} tokens ${lc.greedyTokensEqual ? 'identical' : `differ from token ${lc.firstDifferentToken}`}`);
     if (lc.gguf.dtype.includes('Q4_0')) lines.push('  (llama.cpp rounds activations to 8 bits inside its Q4_0 products; moepress multiplies them in float32, so the two differ by more than on F32 weights)');
+  }
+  const mixtral = results.find((r) => r.row.name === 'mixtral');
+  const offloaded = mixtral && 'prompt' in mixtral ? await measureOffloaded(ctx, mixtral.prompt) : 'the mixtral fixture was not measured';
+  if (typeof offloaded === 'string') {
+    for (const k of OFFLOAD_KEYS) [summary[k], unavailable[k]] = [null, offloaded];
+    lines.push(`mixtral fixture, experts offloaded: not measured (${offloaded})`);
+  } else {
+    Object.assign(summary, offloaded.summary);
+    detail.offloaded = offloaded.detail;
+    lines.push(...offloaded.lines);
   }
   const ordered = Object.fromEntries(KEYS.map((k) => [k, summary[k] ?? null]));
   return { summary: ordered, unavailable, detail, text: lines.join('\n') + '\n' };

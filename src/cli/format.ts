@@ -28,3 +28,14 @@ export function grid(header: string[], rows: string[][]): string {
   const line = (r: string[]) => r.map((c, j) => (j === 0 ? c.padEnd(w[j]) : c.padStart(w[j]))).join('  ');
   return [line(header), w.map((x) => '-'.repeat(x)).join('  '), ...rows.map(line)].join('\n');
 }
+
+/** '512MiB', '4GiB', '1.5GB', '65536' -> bytes (KiB/MiB/GiB/TiB powers of 1024, KB/MB/GB/TB of 1000); null when unreadable. */
+export function parseBytes(s: string): number | null {
+  const m = /^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?\s*$/i.exec(s);
+  if (!m) return null;
+  const unit = (m[2] ?? 'B').toUpperCase();
+  const power = 'BKMGT'.indexOf(unit[0]);
+  const base = unit.includes('I') ? 1024 : 1000;
+  const b = Number(m[1]) * base ** power;
+  return Number.isSafeInteger(Math.round(b)) ? Math.round(b) : null;
+}

@@ -17,6 +17,8 @@ commands:
   generate MODEL --prompt TEXT                 text generation with a KV cache
        [--max-tokens N] [--temperature T] [--top-p P] [--seed S] [--json]
        [--int8-activations]                    4-bit experts multiply 8-bit activations (faster, inexact)
+       [--expert-cache SIZE]                   routed experts read on demand into an LRU cache of SIZE
+                                              (512MiB, 4GiB, bytes); automatic when the model won't fit
   compress MODEL --out DIR --method M --budget B  compress the routed experts to a fraction of bf16
        [--base mean|median|aligned|expert:N] [--base-from DENSE_DIR] [--layers 0,2-5]
        [--calib TEXT [--calib-windows N] [--calib-seed S]  calibration text (default 128 windows);

@@ -39,13 +39,16 @@ export class CompressedExpertBank implements ExpertBank {
   }
 
   /** x: [n, H] -> [n, H]; scaling (compressed experts) multiplies the gate / up inputs and the intermediate. */
-  async run(e: number, x: Float32Array, n: number, scaling?: ExpertScaling): Promise<Float32Array> {
-    const { I, H } = this;
-    const p = this.experts[e];
-    const g = await applyParts(p.gate, scaling ? scaleRows(x, scaling.c0) : x, n, I, H);
-    const u = await applyParts(p.up, scaling ? scaleRows(x, scaling.c2) : x, n, I, H);
-    if (this.act.kind === 'swiglu') swiglu(g, u, g);
-    else swigluOai(g, u, g, this.act.alpha, this.act.limit);
-    return applyParts(p.down, scaling ? scaleInPlace(g, scaling.c1) : g, n, H, I);
+  run(e: number, x: Float32Array, n: number, scaling?: ExpertScaling): Promise<Float32Array> {
+    return runExpertParts(this.experts[e], x, n, this.I, this.H, this.act, scaling);
   }
+}
+
+/** One expert's prepared parts, x: [n, H] -> [n, H] (shared with the expert cache's compressed bank). */
+export async function runExpertParts(p: Record<MatrixName, PreparedPart[]>, x: Float32Array, n: number, I: number, H: number, act: Activation, scaling?: ExpertScaling): Promise<Float32Array> {
+  const g = await applyParts(p.gate, scaling ? scaleRows(x, scaling.c0) : x, n, I, H);
+  const u = await applyParts(p.up, scaling ? scaleRows(x, scaling.c2) : x, n, I, H);
+  if (act.kind === 'swiglu') swiglu(g, u, g);
+  else swigluOai(g, u, g, act.alpha, act.limit);
+  return applyParts(p.down, scaling ? scaleInPlace(g, scaling.c1) : g, n, H, I);
 }

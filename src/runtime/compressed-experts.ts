@@ -138,6 +138,7 @@ export function withCompressedExperts(bank: ExpertBank, ce: CompressedExpertsLay
     count: bank.count,
     residentBytes: bank.residentBytes + 4 * (ce.c0.length + ce.c1.length + ce.c2.length),
     compressedExperts: ce,
+    offloaded: bank.offloaded,
     run: (e, x, n, scaling) => bank.run(e, x, n, scaling),
   };
 }

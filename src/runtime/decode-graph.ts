@@ -58,6 +58,7 @@ export function decodeGraphUnsupported(cfg: ModelConfig, banks: readonly (Expert
   for (const b of banks) {
     if (b === null) continue;
     if (b.compressedExperts) return 'compressed experts (moepress-ce)';
+    if (b.offloaded) return 'routed experts offloaded to the expert cache';
     if (!(b instanceof DenseExpertBank) && !(b instanceof CompressedExpertBank)) return 'an expert bank of unknown kind';
   }
   return null;

@@ -27,6 +27,8 @@ export interface ExpertBank {
   readonly residentBytes: number;
   /** Compressed experts of this layer (METHODS.md Family 3): moe-block.ts then routes through them. */
   readonly compressedExperts?: CompressedExpertsLayer;
+  /** True when the experts are read on demand into an expert cache (cached-banks.ts), not held. */
+  readonly offloaded?: boolean;
 }
 
 /** x ⊙ c elementwise (both [n, N]) into a new array: the bank's input is never written. */
