@@ -15,6 +15,9 @@ import { Transformer } from '../runtime/transformer.js';
 import type { CalibrationRequest } from './calib/source.js';
 import { compress } from './compress.js';
 
+/** Methods that get the calibration when the caller names none: `auto`, and d2-moe, which D²-MoE defines with it. */
+export const DEFAULT_CALIBRATED: readonly string[] = ['auto', 'd2-moe'];
+
 export interface SweepRow {
   model: string;
   method: string;
@@ -39,7 +42,7 @@ export interface SweepOptions {
   onProgress?: ProgressFn;
   /** Calibration text and options, for the methods in `calibrated` (the cache file is the sweep's own). */
   calib?: Omit<CalibrationRequest, 'cache'>;
-  /** Methods that get the calibration (default: auto). */
+  /** Methods that get the calibration (default: DEFAULT_CALIBRATED). */
   calibrated?: string[];
   /** Called with each row as it is measured. */
   onRow?: (r: SweepRow) => void;
@@ -65,7 +68,7 @@ export async function qualitySweep(model: string, name: string, opts: SweepOptio
     for (const method of opts.methods) {
       for (const budget of opts.budgets) {
         const out = join(tmp, `${method}-${budget}`);
-        const calib = opts.calib && (opts.calibrated ?? ['auto']).includes(method) ? { ...opts.calib, cache: join(tmp, 'calibration.safetensors') } : undefined;
+        const calib = opts.calib && (opts.calibrated ?? DEFAULT_CALIBRATED).includes(method) ? { ...opts.calib, cache: join(tmp, 'calibration.safetensors') } : undefined;
         const t0 = performance.now();
         try {
           const m = await compress({ model, out, method, budget, seed: opts.seed ?? 0, calib });
