@@ -5,13 +5,13 @@
  *   (e.g. one run per fixture, or a re-run of one method) as one table and plot; later files win.
  * Perplexity vs stored bytes for every method and budget: the README's quality table and plot.
  * Calibration (default: the shared training corpus, never the test text) goes to the methods in
- * --calib-methods (default auto); the others run data-free.
+ * --calib-methods (default auto and d2-moe, which is defined by its calibration); the others run data-free.
  */
 import { CALIB_WINDOWS } from '../compress/calib/collect.js';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { METHODS } from '../compress/methods/index.js';
-import { qualitySweep, type SweepRow } from '../compress/sweep.js';
+import { DEFAULT_CALIBRATED, qualitySweep, type SweepRow } from '../compress/sweep.js';
 import { loadTokenizer } from '../runtime/tokenizer.js';
 import { parse, UsageError } from './args.js';
 import { readText } from './eval.js';
@@ -100,7 +100,7 @@ export async function benchQualityCommand(argv: string[]): Promise<void> {
   const calibFile = p.str('calib') ?? resolve(shared, 'corpus/train.txt.gz');
   const calib = calibFile === 'none' ? undefined : { file: resolve(calibFile), windows: p.int('calib-windows') ?? CALIB_WINDOWS };
   if (calib && !existsSync(calib.file)) throw new UsageError(`calibration text not found: ${calib.file} (pass --calib none for data-free runs)`);
-  const calibrated = p.str('calib-methods')?.split(',') ?? ['auto'];
+  const calibrated = p.str('calib-methods')?.split(',') ?? [...DEFAULT_CALIBRATED];
   const calibMode = p.str('calib-mode') ?? 'sequential';
   if (calibMode !== 'sequential' && calibMode !== 'original') throw new UsageError(`--calib-mode must be sequential or original, got '${calibMode}'`);
   const json = p.flag('json');

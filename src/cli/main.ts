@@ -27,7 +27,7 @@ commands:
        [--allocate layer|global [--layer-weighting relative|absolute]]  (auto: bytes per layer, or one
                                               allocation across layers under the model-wide budget)
        [--seed S] [--align-iters N] [--resume] [--overwrite] [--json]
-       methods: auto ders-drop ders-magnitude ders-quant resmoe-prune resmoe-svd prune svd quant merge
+       methods: auto ders-drop ders-magnitude ders-quant resmoe-prune resmoe-svd d2-moe prune svd quant merge
   analyze MODEL [--base-from DENSE_DIR]        expert similarity and the compression family to use
        [--layers 0,2-5] [--seed S] [--align-iters N] [--json]
   restore DIR --out DENSE_DIR [--dtype bf16|f16|f32]  a plain hub-layout checkpoint again

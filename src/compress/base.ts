@@ -1,6 +1,7 @@
 /**
  * The shared base of the delta family (DeRS "Decompose"): the dense FFN the experts were upcycled
- * from (--base-from), or the element-wise mean / median of the experts, or one expert.
+ * from (--base-from), or the element-wise mean / median of the experts, or one expert; and the
+ * importance-weighted mean Σ_e c_e W_e / Σ_e c_e (D²-MoE's Fisher-weighted base, methods/d2moe.ts).
  *
  * Streaming (STYLE rule 10): the mean reads one expert matrix at a time into a float64
  * accumulator; the median reads a block of rows of every expert at a time. Peak memory is the base
@@ -27,6 +28,27 @@ function mean(x: ExpertSource, m: MatrixName): Float32Array {
   }
   const out = new Float32Array(n);
   for (let i = 0; i < n; i++) out[i] = acc[i] / x.E;
+  return out;
+}
+
+/** Σ_e c_e W_e / Σ_e c_e for every matrix, in float64, expert by expert. c: [E], not all zero. */
+export function weightedMeanBase(x: ExpertSource, c: ArrayLike<number>): Base {
+  let total = 0;
+  for (let e = 0; e < x.E; e++) total += c[e];
+  if (c.length !== x.E || !(total > 0)) throw new Error(`weightedMeanBase: ${c.length} weights for ${x.E} experts, summing to ${total}`);
+  const out = {} as Base;
+  for (const m of MATRICES) {
+    const n = x.I * x.H;
+    const acc = new Float64Array(n);
+    for (let e = 0; e < x.E; e++) {
+      if (c[e] === 0) continue;
+      const w = x.matrix(m, e);
+      for (let i = 0; i < n; i++) acc[i] += c[e] * w[i];
+    }
+    const b = new Float32Array(n);
+    for (let i = 0; i < n; i++) b[i] = acc[i] / total;
+    out[m] = b;
+  }
   return out;
 }
 

@@ -158,10 +158,10 @@ export function estimateCompress(shape: EstimateShape, method: string, opts: Est
     ? [{ what: 'rounded base', bytes: f32 * N }, { what: 'one expert', bytes: f32 * N }, { what: 'its residual', bytes: f32 * N }, { what: '|residual| for the top-k', bytes: f32 * N }, { what: 'one matrix rebuilt', bytes: 2 * f32 * n }]
     : method === 'resmoe-svd'
       ? [{ what: 'rounded base', bytes: f32 * N }, { what: 'one expert', bytes: f32 * N }, { what: 'residual + points', bytes: 2 * f32 * N }, { what: 'one matrix rebuilt', bytes: 2 * f32 * n }]
-      : method.startsWith('ders') || method === 'merge'
+      : method.startsWith('ders') || method === 'merge' || method === 'd2-moe'
         ? [{ what: 'rounded base', bytes: f32 * N }, { what: 'one expert', bytes: f32 * N }, { what: 'delta + rebuilt matrix', bytes: 3 * f32 * n }]
         : [{ what: 'one expert', bytes: f32 * N }, { what: 'one matrix rebuilt + codec scratch', bytes: 3 * f32 * n }];
-  const meanBase = !bary && method.startsWith('ders') && (opts.base ?? 'mean') === 'mean'
+  const meanBase = !bary && ((method.startsWith('ders') && (opts.base ?? 'mean') === 'mean') || method === 'd2-moe')
     ? [{ what: 'float64 sum of one matrix', bytes: 8 * n }, { what: 'one matrix', bytes: f32 * n }, { what: 'base', bytes: f32 * N }]
     : [];
   const total = (list: { bytes: number }[]) => list.reduce((s, x) => s + x.bytes, 0);

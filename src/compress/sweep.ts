@@ -16,6 +16,9 @@ import { Transformer } from '../runtime/transformer.js';
 import type { CalibrationRequest } from './calib/source.js';
 import { compress, type CalibrationMode } from './compress.js';
 
+/** Methods that get the calibration when the caller names none: `auto`, and d2-moe, which D²-MoE defines with it. */
+export const DEFAULT_CALIBRATED: readonly string[] = ['auto', 'd2-moe'];
+
 export interface SweepRow {
   model: string;
   method: string;
@@ -42,7 +45,7 @@ export interface SweepOptions {
   calib?: Omit<CalibrationRequest, 'cache'>;
   /** compress's calibMode (default 'sequential'). */
   calibMode?: CalibrationMode;
-  /** Methods that get the calibration (default: auto). */
+  /** Methods that get the calibration (default: DEFAULT_CALIBRATED). */
   calibrated?: string[];
   /** Called with each row as it is measured. */
   onRow?: (r: SweepRow) => void;
@@ -69,7 +72,7 @@ export async function qualitySweep(model: string, name: string, opts: SweepOptio
       for (const budget of opts.budgets) {
         const out = join(tmp, `${method}-${budget}`);
         const mode = opts.calibMode ?? 'sequential';
-        const calib = opts.calib && (opts.calibrated ?? ['auto']).includes(method) ? { ...opts.calib, ...(mode === 'original' ? { cache: join(tmp, 'calibration.safetensors') } : {}) } : undefined;
+        const calib = opts.calib && (opts.calibrated ?? DEFAULT_CALIBRATED).includes(method) ? { ...opts.calib, ...(mode === 'original' ? { cache: join(tmp, 'calibration.safetensors') } : {}) } : undefined;
         const t0 = performance.now();
         try {
           const m = await compress({ model, out, method, budget, seed: opts.seed ?? 0, calib, calibMode: mode });

@@ -8,6 +8,9 @@
  * ‖ΔW X‖² = ‖ΔW S‖_F², so the best rank-r W S is its truncated SVD U Σ Vᵀ (Eckart–Young) and
  * L = U Σ, R = Vᵀ S⁻¹ = Vᵀ R⁻ᵀ. The error left is the tail Σ σ_i² of W S (up to the damping).
  * With H = identity (an uncalibrated expert) this is the plain truncated SVD.
+ *
+ *   whitener(H, n, damp, who) -> { R: [n, n] upper, lambda }: the Cholesky factor used above.
+ *   timesUpperT(x, rows, n, U) -> x Uᵀ: [rows, n], the whitening (U = R) and un-whitening (U = R⁻¹) products.
  */
 import { accurateSvdOptions, cholesky, lowRank, upperInverse } from '../../tensor/svd.js';
 import { MoepressError } from '../../io/errors.js';
@@ -21,34 +24,39 @@ export interface WhitenOptions {
 
 export async function whitenedLowRank(w: Float32Array, out: number, inp: number, H: ArrayLike<number>, rank: number, opts: WhitenOptions = {}): Promise<{ left: Float32Array; right: Float32Array; lambda: number }> {
   if (w.length !== out * inp) throw new MoepressError(`whitenedLowRank: w has ${w.length} entries, expected [${out}, ${inp}]`);
-  let damp = opts.damp ?? 0.01;
-  let R: Float64Array | null = null;
-  let lambda = 0;
-  for (let attempt = 0; attempt < 5 && R === null; attempt++, damp *= 10) {
-    const d = dampedHessian(H, inp, damp);
-    lambda = d.lambda;
-    R = cholesky(d.H, inp);
-  }
-  if (R === null) throw new MoepressError(`whitenedLowRank: the Hessian [${inp}, ${inp}] is not positive definite even with dampening`);
-  // WS = W Rᵀ: [out, in]; (W Rᵀ)[o, j] = Σ_{i >= j} W[o, i] R[j, i]
-  const ws = new Float32Array(out * inp);
-  for (let o = 0; o < out; o++) {
-    for (let j = 0; j < inp; j++) {
-      let s = 0;
-      for (let i = j; i < inp; i++) s += w[o * inp + i] * R[j * inp + i];
-      ws[o * inp + j] = s;
-    }
-  }
+  const { R, lambda } = whitener(H, inp, opts.damp ?? 0.01, 'whitenedLowRank');
+  const ws = timesUpperT(w, out, inp, R); // W S = W Rᵀ: [out, in]
   const f = await lowRank(ws, out, inp, rank, accurateSvdOptions(rank, out, inp, opts.seed ?? 0));
-  const Ri = upperInverse(R, inp); // R⁻¹, upper
-  // right = Vᵀ R⁻ᵀ: right[k, j] = Σ_{i >= j} Vt[k, i] Ri[j, i]
-  const right = new Float32Array(rank * inp);
-  for (let k = 0; k < rank; k++) {
-    for (let j = 0; j < inp; j++) {
+  // right = Vᵀ R⁻ᵀ
+  return { left: f.left, right: timesUpperT(f.right, rank, inp, upperInverse(R, inp)), lambda };
+}
+
+/**
+ * The upper Cholesky factor R of the damped Hessian, H + λI = Rᵀ R (dampedHessian), retrying with
+ * ten times the dampening up to five times when H is numerically not positive definite.
+ *   H: [n, n] -> R: [n, n] upper (row-major), λ
+ */
+export function whitener(H: ArrayLike<number>, n: number, damp: number, who: string): { R: Float64Array; lambda: number } {
+  for (let attempt = 0; attempt < 5; attempt++, damp *= 10) {
+    const d = dampedHessian(H, n, damp);
+    const R = cholesky(d.H, n);
+    if (R !== null) return { R, lambda: d.lambda };
+  }
+  throw new MoepressError(`${who}: the Hessian [${n}, ${n}] is not positive definite even with dampening`);
+}
+
+/**
+ * X Uᵀ for an upper-triangular U: x: [rows, n], U: [n, n] upper -> [rows, n] (float32),
+ * (X Uᵀ)[o, j] = Σ_{i >= j} X[o, i] U[j, i], accumulated in float64.
+ */
+export function timesUpperT(x: Float32Array, rows: number, n: number, U: Float64Array): Float32Array {
+  const y = new Float32Array(rows * n);
+  for (let o = 0; o < rows; o++) {
+    for (let j = 0; j < n; j++) {
       let s = 0;
-      for (let i = j; i < inp; i++) s += f.right[k * inp + i] * Ri[j * inp + i];
-      right[k * inp + j] = s;
+      for (let i = j; i < n; i++) s += x[o * n + i] * U[j * n + i];
+      y[o * n + j] = s;
     }
   }
-  return { left: f.left, right, lambda };
+  return y;
 }

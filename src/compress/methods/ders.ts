@@ -2,7 +2,8 @@
  * DeRS (Decompose, Replace, Synthesis) for upcycled MoEs: one shared base per layer plus a light
  * delta per expert. ders-drop keeps a seeded random subset of delta entries rescaled by 1/keep
  * (DARE-style; the mask is regenerated from the seed, never stored), ders-magnitude keeps the
- * largest |Δ|, ders-quant stores Δ block-quantized.
+ * largest |Δ| (with --calib: the largest |Δ_oj|·‖x_j‖, Wanda-style), ders-quant stores Δ
+ * block-quantized (with --calib: GPTQ).
  *
  * Two passes over the experts: one for the base (a streaming mean, a median over row blocks, or
  * the barycenter iteration), then one expert at a time for the deltas, each stored as soon as it
@@ -11,11 +12,13 @@
 import { baseLabel, computeBase, type Base } from '../base.js';
 import { expertBuffers, readExpert, type ExpertSource } from '../experts-io.js';
 import { budgetError, derivedSeed, referenceBytes, type LayerStore, type Method, type MethodOptions } from '../method.js';
-import { MATRICES, type ExpertParts, type MatrixName, type MatrixPart } from '../parts.js';
+import { MATRICES, matrixShape, type ExpertParts, type MatrixName, type MatrixPart } from '../parts.js';
 import { chooseCodec, chooseScaleDtype, minimumBudget } from '../quant/select.js';
 import { storedBytes, type BlockCodec } from '../quant/codec.js';
 import { seededPositions } from '../sparse.js';
 import { CalibratedQuantizer } from '../calib/quantize.js';
+import { inputScales, topScaledPositions } from '../calib/scales.js';
+import type { LayerCalib } from '../calib/types.js';
 import { RecordBuilder } from './record.js';
 import { sparseCapacity, storeBase, storeSparse, storeTopMagnitude, subtract } from './store-helpers.js';
 import { alignedBase, permuteMatrix } from './aligned.js';
@@ -40,7 +43,7 @@ function minQuantFraction(): number {
 /** How each delta matrix is stored, fixed for the layer before the expert pass. */
 type DeltaPlan =
   | { kind: 'drop'; q: number }
-  | { kind: 'magnitude'; count: number }
+  | { kind: 'magnitude'; count: number; calib: LayerCalib | null; uncalibrated: Set<number> }
   | { kind: 'quant'; codec: BlockCodec | null; bytes: number; quantizer: CalibratedQuantizer };
 
 function planDeltas(kind: Delta, x: ExpertSource, opts: MethodOptions, left: number, overhead: number, choices: Record<string, unknown>): DeltaPlan {
@@ -57,7 +60,8 @@ function planDeltas(kind: Delta, x: ExpertSource, opts: MethodOptions, left: num
   if (kind === 'magnitude') {
     const count = sparseCapacity(n, Math.floor(left / (3 * x.E)));
     choices.density = count / n;
-    return { kind, count };
+    // With calibration: Wanda-style, the entries of largest |Δ_oj|·‖x_j‖ (calib/scales.ts).
+    return { kind, count, calib: opts.calib ?? null, uncalibrated: new Set() };
   }
   // The codec is chosen on expert 0's gate delta, when the expert pass reaches it.
   // With calibration the deltas are quantized by GPTQ against each expert's own inputs.
@@ -99,6 +103,7 @@ async function compressDers(kind: Delta, x: ExpertSource, store: LayerStore, opt
   }
   const calib = plan.kind === 'quant' ? plan.quantizer.choices() : null;
   if (calib) choices.calib = calib;
+  if (plan.kind === 'magnitude' && plan.calib) choices.calib = { mode: 'wanda', uncalibrated: [...plan.uncalibrated].sort((a, b) => a - b) };
   return builder.finish(choices);
 }
 
@@ -110,7 +115,12 @@ function storeDelta(plan: DeltaPlan, store: LayerStore, x: ExpertSource, opts: M
     const seed = derivedSeed(opts.seed, x.layer, e, mi);
     return storeSparse(store, local, delta, seededPositions(seed, plan.q, n), 1 / plan.q, { seed, keep: plan.q });
   }
-  if (plan.kind === 'magnitude') return storeTopMagnitude(store, local, delta, plan.count);
+  if (plan.kind === 'magnitude') {
+    const [out, inp] = matrixShape(m, x.I, x.H);
+    const s = plan.calib ? inputScales(plan.calib.experts[e], m, inp) : null;
+    if (plan.calib && !s) plan.uncalibrated.add(e);
+    return s ? storeSparse(store, local, delta, topScaledPositions(delta, out, inp, s, plan.count)) : storeTopMagnitude(store, local, delta, plan.count);
+  }
   if (plan.codec === null) {
     // Deltas of upcycled experts can be ~1e-5: pick bf16 block scales when f16 would underflow.
     // Expert 0's gate delta is the probe (the first delta of the pass).

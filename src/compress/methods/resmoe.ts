@@ -4,10 +4,12 @@
  * residual (one threshold across gate, up and down), resmoe-svd keeps a rank-r SVD of it (one left
  * factor [I, r] shared by the three right factors [r, H]). Also `merge`: every expert replaced by
  * the barycenter.
+ *
+ * With --calib: resmoe-prune ranks residual entries Wanda-style by |Δ_oj|·‖x_j‖ (the input-side
+ * Hessian diagonal of each matrix, normalised so one threshold still spans the three), and
+ * resmoe-svd factorises the residual weighted by the experts' activations (calib/residual.ts).
  */
 import { fromFloat32 } from '../../tensor/convert.js';
-import { accurateSvdOptions, lowRank } from '../../tensor/svd.js';
-import { expertPoints } from '../barycenter.js';
 import { expertBuffers, readExpert, type ExpertSource } from '../experts-io.js';
 import { budgetError, referenceBytes, type LayerStore, type Method, type MethodOptions } from '../method.js';
 import { MATRICES, type ExpertParts, type MatrixName, type MatrixPart } from '../parts.js';
@@ -15,6 +17,9 @@ import { topMagnitudePositions } from '../sparse.js';
 import { alignedBase } from './aligned.js';
 import { RecordBuilder } from './record.js';
 import { sparseCapacity, storeBase, storeSparse } from './store-helpers.js';
+import { residualLowRank, type ResidualWeights } from '../calib/residual.js';
+import { inputScales, scaledMagnitudes } from '../calib/scales.js';
+import type { LayerCalib } from '../calib/types.js';
 
 const permBytes = (E: number, I: number) => E * I * (I > 65536 ? 4 : 2);
 
@@ -54,34 +59,62 @@ async function compressResMoe(kind: Kind, x: ExpertSource, store: LayerStore, op
   const buf = expertBuffers(x);
   const all = kind === 'prune' ? new Float32Array(3 * n) : null;
   const scratch = kind === 'prune' ? new Float32Array(3 * n) : undefined;
+  const scores = kind === 'prune' && opts.calib ? new Float32Array(3 * n) : null;
+  const uncalibrated: number[] = [];
   for (let e = 0; e < x.E; e++) {
     const w = readExpert(x, e, buf);
     const parts: ExpertParts = { gate: [shared.gate], up: [shared.up], down: [shared.down] };
     if (all) {
       // one threshold over the whole residual [gate | up | down] of the expert
       MATRICES.forEach((m, i) => residualInto(all.subarray(i * n, (i + 1) * n), w[m], perms[e], rounded[m], m, x.I, x.H));
-      const pos = topMagnitudePositions(all, count, scratch);
+      const s = opts.calib ? expertScales(opts.calib, e, perms[e], x.I, x.H) : null;
+      if (opts.calib && !s) uncalibrated.push(e);
+      if (s && scores) {
+        // Wanda-style: |Δ_oj| · s_j, each block with its own input scales [cols]
+        MATRICES.forEach((m, i) => {
+          const [rows, cols] = m === 'down' ? [x.H, x.I] : [x.I, x.H];
+          scaledMagnitudes(all.subarray(i * n, (i + 1) * n), rows, cols, m === 'down' ? s.down : s.gateUp, scores.subarray(i * n, (i + 1) * n));
+        });
+      }
+      const pos = topMagnitudePositions(s && scores ? scores : all, count, scratch);
       MATRICES.forEach((m, i) => {
         const mine = pos.filter((p) => p >= i * n && p < (i + 1) * n).map((p) => p - i * n);
         parts[m].push(storeSparse(store, `e${e}.${m}.residual`, all.subarray(i * n, (i + 1) * n), mine));
       });
     } else if (kind === 'svd') {
       const d = MATRICES.map((m) => residualInto(new Float32Array(n), w[m], perms[e], rounded[m], m, x.I, x.H));
-      const pts = expertPoints(d[0], d[1], d[2], x.I, x.H); // [I, 3H]
       const r = Math.min(rank, x.I, 3 * x.H);
-      const { left: L, right: R } = await lowRank(pts, x.I, 3 * x.H, r, accurateSvdOptions(r, x.I, 3 * x.H, opts.seed + e));
+      const weights = opts.calib ? residualWeights(opts.calib, e, perms[e], x.I, x.H) : null;
+      if (opts.calib && !weights) uncalibrated.push(e);
+      const { left: L, right: R } = await residualLowRank({ gate: d[0], up: d[1], down: d[2] }, x.I, x.H, r, opts.seed + e, weights);
       const lref = store.put(`e${e}.residual.left`, { dtype: 'BF16', shape: [x.I, r], data: fromFloat32(L, 'BF16') });
-      MATRICES.forEach((m, i) => {
-        const Rm = new Float32Array(r * x.H);
-        for (let k = 0; k < r; k++) Rm.set(R.subarray(k * 3 * x.H + i * x.H, k * 3 * x.H + (i + 1) * x.H), k * x.H);
-        const rref = store.put(`e${e}.residual.right.${m}`, { dtype: 'BF16', shape: [r, x.H], data: fromFloat32(Rm, 'BF16') });
+      MATRICES.forEach((m) => {
+        const rref = store.put(`e${e}.residual.right.${m}`, { dtype: 'BF16', shape: [r, x.H], data: fromFloat32(R[m], 'BF16') });
         // gate/up: Δ = L·R_m [I, H]; down: Δ = (L·R_down)ᵀ [H, I]
         parts[m].push({ kind: 'lowrank', left: lref, right: rref, rank: r, transposed: m === 'down' } satisfies MatrixPart);
       });
     }
     builder.add(e, parts, w);
   }
+  if (opts.calib && kind !== 'merge') choices.calib = { mode: kind === 'prune' ? 'wanda' : 'whitened-residual', uncalibrated };
   return builder.finish(choices);
+}
+
+/**
+ * Expert e's Wanda scales (calib/scales.ts): gate/up on H, down on I moved into barycenter order
+ * (slot j holds neuron perm[j]); null when the expert is uncalibrated for either.
+ */
+function expertScales(calib: LayerCalib, e: number, perm: Int32Array, I: number, H: number): { gateUp: Float64Array; down: Float64Array } | null {
+  const gateUp = inputScales(calib.experts[e], 'gate', H);
+  const down = inputScales(calib.experts[e], 'down', I);
+  if (!gateUp || !down) return null;
+  return { gateUp, down: Float64Array.from(perm, (p) => down[p]) };
+}
+
+/** Expert e's residual weights (calib/residual.ts): Σ x xᵀ and the down scales as row weights, barycenter order. */
+function residualWeights(calib: LayerCalib, e: number, perm: Int32Array, I: number, H: number): ResidualWeights | null {
+  const s = expertScales(calib, e, perm, I, H);
+  return s ? { xtx: calib.experts[e].xtx, rows: s.down } : null;
 }
 
 /**
