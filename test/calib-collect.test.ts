@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { loadCalibration, saveCalibration } from '../src/compress/calib/cache.js';
 import { calibrationWindows, collectCalibration } from '../src/compress/calib/collect.js';
 import { gptqQuantize } from '../src/compress/calib/gptq.js';
+import { refitHeaders } from '../src/compress/calib/refit.js';
 import { CalibratedQuantizer } from '../src/compress/calib/quantize.js';
 import type { ExpertCalib, LayerCalib } from '../src/compress/calib/types.js';
 import { compress } from '../src/compress/compress.js';
@@ -136,7 +137,8 @@ test('uncalibrated experts (no tokens, or fewer than the matrix has inputs) get 
   const w0 = rng.normals(I * H, 0.1);
   const w1 = rng.normals(I * H, 0.1);
   const calibrated = q.quantize(w0, 'gate', 0, codec);
-  assert.deepEqual(calibrated, gptqQuantize(w0, I, H, lc.experts[0].xtx, codec, { damp: 0.01 }).packed);
+  const gptq = gptqQuantize(w0, I, H, lc.experts[0].xtx, codec, { damp: 0.01 }).packed;
+  assert.deepEqual(calibrated, refitHeaders(gptq, codec, w0, I, H, lc.experts[0].xtx).packed, 'GPTQ codes, refit headers');
   assert.notDeepEqual(calibrated, codec.quantize(w0), 'a calibrated expert is not quantized plainly');
   assert.deepEqual(q.quantize(w1, 'gate', 1, codec), codec.quantize(w1));
   assert.deepEqual(q.quantize(w1, 'down', 1, codec), codec.quantize(w1));

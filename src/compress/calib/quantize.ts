@@ -5,7 +5,8 @@
  *   .quantize(w, m, e, codec) -> packed bytes in codec's layout (quant/codec.ts), so nothing changes
  *     for the runtime. With calibration and blocks that tile rows: GPTQ (calib/gptq.ts) against the
  *     expert's own Hessian proxy (xtx for gate/up, ata for down; for a delta W − base the output
- *     error (Δ − Δ̂) x has the same Hessian). Otherwise plain codec quantization.
+ *     error (Δ − Δ̂) x has the same Hessian), its block headers then refit on that error
+ *     (calib/refit.ts). Otherwise plain codec quantization.
  *   .choices() -> what the layer record stores under choices.calib.
  *
  * Uncalibrated experts (the calibration routed no token to them, or fewer tokens than the matrix
@@ -16,6 +17,7 @@
 import type { BlockCodec } from '../quant/codec.js';
 import { matrixShape, type MatrixName } from '../parts.js';
 import { gptqApplies, gptqQuantize } from './gptq.js';
+import { refitHeaders } from './refit.js';
 import { hessianFor } from './hessian.js';
 import type { LayerCalib } from './types.js';
 
@@ -46,12 +48,13 @@ export class CalibratedQuantizer {
       return codec.quantize(w);
     }
     this.gptq++;
-    return gptqQuantize(w, out, inp, hess, codec, { damp: GPTQ_DAMP }).packed;
+    // GPTQ's codes, then its block headers refit on the same output error (refit.ts)
+    return refitHeaders(gptqQuantize(w, out, inp, hess, codec, { damp: GPTQ_DAMP }).packed, codec, w, out, inp, hess).packed;
   }
 
   /** null without calibration (data-free run). */
   choices(): Record<string, unknown> | null {
     if (!this.calib) return null;
-    return { mode: 'gptq', damp: GPTQ_DAMP, gptqMatrices: this.gptq, plainMatrices: this.plain, uncalibrated: [...this.uncalibrated].sort((a, b) => a - b) };
+    return { mode: 'gptq', refit: 'headers', damp: GPTQ_DAMP, gptqMatrices: this.gptq, plainMatrices: this.plain, uncalibrated: [...this.uncalibrated].sort((a, b) => a - b) };
   }
 }

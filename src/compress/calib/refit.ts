@@ -1,0 +1,245 @@
+/**
+ * Output-reconstruction refit of a quantized matrix's block headers (issue 5): the codes stay as
+ * GPTQ or the codec chose them, and each row's scales (and mins) are refit jointly by least squares
+ * on the matrix's output error over its calibration inputs,
+ *
+ *   min over θ_r of (w_r − q_r(θ_r)) H (w_r − q_r(θ_r))ᵀ,   q_r = Σ_j θ_j φ_j,
+ *
+ * where every block k of row r decodes to value(u) = a + b·u (quant/grid.ts): symmetric
+ * s·(u − 2^(k−1)) and sign s·(2u − 1) are linear in their scale s (one basis φ per block),
+ * asymmetric m + s·u in (m, s) (two). With the codes fixed the objective is quadratic in θ: the
+ * normal equations A θ = c, A_jl = φ_jᵀ H φ_l, c_j = φ_jᵀ H w_r, are P × P per row (P = blocks or
+ * twice that), built from H's block columns. The solution is rounded to the header dtype and kept
+ * only where the row's error (with the rounded values) goes down, so the refit never makes a
+ * matrix worse on its own objective. GPTQ fixes each block's scale before the later columns'
+ * errors are known; this joint refit is what it leaves on the table.
+ *
+ *   refitHeaders(packed, codec, w, out, inp, H) -> { packed (a new buffer), before, after, rows }
+ *     before/after: tr(ΔW H ΔWᵀ) with the given and the refit headers; rows: rows changed.
+ *   refitHeadersNaive(...)  the same from the dense Φ (P × inp) per row, in float64 (the twin)
+ *
+ * Needs blocks that tile rows (inp % blockSize === 0), as GPTQ does (gptqApplies).
+ */
+import { MoepressError } from '../../io/errors.js';
+import { cholesky } from '../../tensor/svd.js';
+import { encodeScale, decodeScale, readU16, writeU16 } from '../quant/block.js';
+import type { BlockCodec } from '../quant/codec.js';
+import { blockGrid, headerBytes } from '../quant/grid.js';
+import { unpackBits } from '../quant/pack.js';
+
+export interface RefitResult {
+  packed: Uint8Array;
+  before: number;
+  after: number;
+  rows: number;
+}
+
+/** Parameters per block: (s) for symmetric and sign codecs, (m, s) for asymmetric ones. */
+function paramsPerBlock(codec: BlockCodec): number {
+  return codec.kind === 'asymmetric' ? 2 : 1;
+}
+
+/** Row r's bases: phi[j·G + i] = φ_j on its block's G columns (block j / perBlock). */
+function rowBases(codec: BlockCodec, packed: Uint8Array, r: number, P: number, codes: Uint8Array, phi: Float64Array): void {
+  const G = codec.blockSize;
+  const hb = headerBytes(codec);
+  const per = paramsPerBlock(codec);
+  const blocks = P / per;
+  const nmax = codec.kind === 'symmetric' ? 1 << (codec.bits - 1) : 0;
+  for (let k = 0; k < blocks; k++) {
+    const off = (r * blocks + k) * codec.bytesPerBlock;
+    unpackBits(packed, off + hb, codec.bits, G, codes);
+    for (let i = 0; i < G; i++) {
+      const u = codes[i];
+      if (codec.kind === 'symmetric') phi[k * G + i] = u - nmax;
+      else if (codec.kind === 'sign') phi[k * G + i] = 2 * u - 1;
+      else {
+        phi[(2 * k) * G + i] = 1; // m
+        phi[(2 * k + 1) * G + i] = u; // s
+      }
+    }
+  }
+}
+
+/** The stored θ of row r (per block: s, or m then s). */
+function rowParams(codec: BlockCodec, packed: Uint8Array, r: number, blocks: number): Float64Array {
+  const per = paramsPerBlock(codec);
+  const theta = new Float64Array(blocks * per);
+  for (let k = 0; k < blocks; k++) {
+    const off = (r * blocks + k) * codec.bytesPerBlock;
+    const s = decodeScale(readU16(packed, off), codec.scaleDtype);
+    if (per === 2) {
+      theta[2 * k] = blockGrid(codec, packed, off).a;
+      theta[2 * k + 1] = s;
+    } else theta[k] = s;
+  }
+  return theta;
+}
+
+/** Writes θ (rounded to the header dtype) into row r's headers; returns the values actually stored. */
+function writeParams(codec: BlockCodec, packed: Uint8Array, r: number, blocks: number, theta: Float64Array): Float64Array | null {
+  const per = paramsPerBlock(codec);
+  const stored = new Float64Array(theta.length);
+  const bits: number[] = [];
+  for (let j = 0; j < theta.length; j++) {
+    const b = encodeScale(theta[j], codec.scaleDtype);
+    const v = decodeScale(b, codec.scaleDtype);
+    if (!Number.isFinite(v)) return null;
+    bits.push(b);
+    stored[j] = v;
+  }
+  for (let k = 0; k < blocks; k++) {
+    const off = (r * blocks + k) * codec.bytesPerBlock;
+    if (per === 2) {
+      writeU16(packed, off, bits[2 * k + 1]);
+      writeU16(packed, off + 2, bits[2 * k]);
+    } else writeU16(packed, off, bits[k]);
+  }
+  return stored;
+}
+
+/** Row error d H dᵀ with d = w_r − Σ θ_j φ_j. */
+function rowError(w: Float32Array, r: number, inp: number, G: number, per: number, phi: Float64Array, theta: Float64Array, H: ArrayLike<number>, d: Float64Array): number {
+  for (let i = 0; i < inp; i++) {
+    const k = Math.floor(i / G);
+    let q = 0;
+    for (let p = 0; p < per; p++) q += theta[k * per + p] * phi[(k * per + p) * G + (i % G)];
+    d[i] = w[r * inp + i] - q;
+  }
+  let e = 0;
+  for (let i = 0; i < inp; i++) {
+    if (d[i] === 0) continue;
+    let s = 0;
+    const o = i * inp;
+    for (let j = 0; j < inp; j++) s += H[o + j] * d[j];
+    e += d[i] * s;
+  }
+  return e;
+}
+
+/** Solves the symmetric positive (semi)definite A θ = c (P × P) with a small ridge; null when singular. */
+function solve(A: Float64Array, c: Float64Array, P: number): Float64Array | null {
+  let tr = 0;
+  for (let j = 0; j < P; j++) tr += A[j * P + j];
+  if (!(tr > 0)) return null;
+  const M = Float64Array.from(A);
+  for (let j = 0; j < P; j++) M[j * P + j] += 1e-9 * (tr / P);
+  const R = cholesky(M, P);
+  if (!R) return null;
+  // Rᵀ R θ = c: forward with Rᵀ, back with R
+  const y = new Float64Array(P);
+  for (let i = 0; i < P; i++) {
+    let s = c[i];
+    for (let k = 0; k < i; k++) s -= R[k * P + i] * y[k];
+    y[i] = s / R[i * P + i];
+  }
+  const x = new Float64Array(P);
+  for (let i = P - 1; i >= 0; i--) {
+    let s = y[i];
+    for (let k = i + 1; k < P; k++) s -= R[i * P + k] * x[k];
+    x[i] = s / R[i * P + i];
+  }
+  return x.every(Number.isFinite) ? x : null;
+}
+
+function check(codec: BlockCodec, packed: Uint8Array, w: Float32Array, out: number, inp: number, H: ArrayLike<number>): void {
+  if (inp % codec.blockSize !== 0) throw new MoepressError(`refitHeaders: ${codec.id} blocks of ${codec.blockSize} do not tile rows of ${inp}`);
+  if (w.length !== out * inp || H.length !== inp * inp) throw new MoepressError(`refitHeaders: w has ${w.length} entries and H ${H.length}, expected [${out}, ${inp}] and [${inp}, ${inp}]`);
+  if (packed.length !== (out * inp / codec.blockSize) * codec.bytesPerBlock) throw new MoepressError(`refitHeaders: ${packed.length} packed bytes for ${out * inp} values of ${codec.id}`);
+}
+
+/**
+ * The normal equations of row r from its bases: A = Φ H Φᵀ, c = Φ H w_r, using that φ_j is zero
+ * outside its block: (H φ_l) costs inp·G, and φ_jᵀ (H φ_l) reads only block(j)'s G rows.
+ */
+function normalEquations(w: Float32Array, r: number, inp: number, G: number, per: number, P: number, phi: Float64Array, H: ArrayLike<number>, Hphi: Float64Array): { A: Float64Array; c: Float64Array } {
+  for (let l = 0; l < P; l++) {
+    const k = Math.floor(l / per);
+    const col = k * G;
+    for (let i = 0; i < inp; i++) {
+      let s = 0;
+      const o = i * inp + col;
+      for (let t = 0; t < G; t++) s += H[o + t] * phi[l * G + t];
+      Hphi[l * inp + i] = s;
+    }
+  }
+  const A = new Float64Array(P * P);
+  const c = new Float64Array(P);
+  for (let j = 0; j < P; j++) {
+    const col = Math.floor(j / per) * G;
+    for (let l = j; l < P; l++) {
+      let s = 0;
+      for (let t = 0; t < G; t++) s += phi[j * G + t] * Hphi[l * inp + col + t];
+      A[j * P + l] = s;
+      A[l * P + j] = s;
+    }
+    let s = 0;
+    for (let i = 0; i < inp; i++) s += Hphi[j * inp + i] * w[r * inp + i];
+    c[j] = s;
+  }
+  return { A, c };
+}
+
+function refit(packed: Uint8Array, codec: BlockCodec, w: Float32Array, out: number, inp: number, H: ArrayLike<number>, equations: typeof normalEquations): RefitResult {
+  check(codec, packed, w, out, inp, H);
+  const G = codec.blockSize;
+  const per = paramsPerBlock(codec);
+  const blocks = inp / G;
+  const P = blocks * per;
+  const result = Uint8Array.from(packed);
+  const codes = new Uint8Array(G);
+  const phi = new Float64Array(P * G);
+  const Hphi = new Float64Array(P * inp);
+  const d = new Float64Array(inp);
+  let before = 0;
+  let after = 0;
+  let rows = 0;
+  for (let r = 0; r < out; r++) {
+    rowBases(codec, packed, r, P, codes, phi);
+    const theta0 = rowParams(codec, packed, r, blocks);
+    const e0 = rowError(w, r, inp, G, per, phi, theta0, H, d);
+    before += e0;
+    const { A, c } = equations(w, r, inp, G, per, P, phi, H, Hphi);
+    const theta = solve(A, c, P);
+    const stored = theta ? writeParams(codec, result, r, blocks, theta) : null;
+    const e1 = stored ? rowError(w, r, inp, G, per, phi, stored, H, d) : Infinity;
+    if (e1 < e0) {
+      after += e1;
+      rows++;
+    } else {
+      after += e0;
+      writeParams(codec, result, r, blocks, theta0);
+    }
+  }
+  return { packed: result, before, after, rows };
+}
+
+export function refitHeaders(packed: Uint8Array, codec: BlockCodec, w: Float32Array, out: number, inp: number, H: ArrayLike<number>): RefitResult {
+  return refit(packed, codec, w, out, inp, H, normalEquations);
+}
+
+/** The twin: A and c from the dense bases Φ: [P, inp] (zeros outside each block), H Φᵀ in full. */
+function normalEquationsNaive(w: Float32Array, r: number, inp: number, G: number, per: number, P: number, phi: Float64Array, H: ArrayLike<number>): { A: Float64Array; c: Float64Array } {
+  const dense = new Float64Array(P * inp);
+  for (let j = 0; j < P; j++) {
+    const col = Math.floor(j / per) * G;
+    for (let t = 0; t < G; t++) dense[j * inp + col + t] = phi[j * G + t];
+  }
+  const A = new Float64Array(P * P);
+  const c = new Float64Array(P);
+  for (let j = 0; j < P; j++) {
+    for (let l = 0; l < P; l++) {
+      let s = 0;
+      for (let a = 0; a < inp; a++) for (let b = 0; b < inp; b++) s += dense[j * inp + a] * H[a * inp + b] * dense[l * inp + b];
+      A[j * P + l] = s;
+    }
+    let s = 0;
+    for (let a = 0; a < inp; a++) for (let b = 0; b < inp; b++) s += dense[j * inp + a] * H[a * inp + b] * w[r * inp + b];
+    c[j] = s;
+  }
+  return { A, c };
+}
+
+export function refitHeadersNaive(packed: Uint8Array, codec: BlockCodec, w: Float32Array, out: number, inp: number, H: ArrayLike<number>): RefitResult {
+  return refit(packed, codec, w, out, inp, H, normalEquationsNaive);
+}

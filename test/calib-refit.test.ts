@@ -1,0 +1,68 @@
+/** Output-reconstruction refit of quantized block headers (calib/refit.ts). */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { gptqQuantize } from '../src/compress/calib/gptq.js';
+import { hessianError } from '../src/compress/calib/hessian.js';
+import { refitHeaders, refitHeadersNaive } from '../src/compress/calib/refit.js';
+import { codecById, type BlockCodec } from '../src/compress/quant/codec.js';
+import { headerBytes } from '../src/compress/quant/grid.js';
+import { Rng } from '../src/tensor/random.js';
+
+/** Σ x xᵀ of n correlated inputs with unequal scales, [inp, inp]. */
+function correlatedHessian(inp: number, n: number, seed: number): Float64Array {
+  const rng = new Rng(seed);
+  const X = rng.normals(n * inp, 1);
+  for (let t = 0; t < n; t++) for (let i = 1; i < inp; i++) X[t * inp + i] = 0.7 * X[t * inp + i - 1] + 0.3 * X[t * inp + i] * (1 + (i % 7));
+  const H = new Float64Array(inp * inp);
+  for (let t = 0; t < n; t++) for (let a = 0; a < inp; a++) for (let b = 0; b < inp; b++) H[a * inp + b] += X[t * inp + a] * X[t * inp + b];
+  return H;
+}
+
+/** The codes of every block (the packed bytes after each header). */
+function codeBytes(codec: BlockCodec, packed: Uint8Array): Uint8Array[] {
+  const hb = headerBytes(codec);
+  const out: Uint8Array[] = [];
+  for (let o = 0; o < packed.length; o += codec.bytesPerBlock) out.push(packed.slice(o + hb, o + codec.bytesPerBlock));
+  return out;
+}
+
+const out = 8, inp = 64;
+const H = correlatedHessian(inp, 200, 3);
+const w = new Rng(5).normals(out * inp, 0.1);
+
+for (const id of ['q2s-g32', 'q3s-g16', 'q1s-g32', 'q2a-g32', 'q3a-g16-bf16']) {
+  test(`refitHeaders ${id}: equals its naive twin, keeps the codes, never raises the output error and lowers it after GPTQ`, () => {
+    const codec = codecById(id);
+    const g = gptqQuantize(w, out, inp, H, codec);
+    const fast = refitHeaders(g.packed, codec, w, out, inp, H);
+    const naive = refitHeadersNaive(g.packed, codec, w, out, inp, H);
+    assert.deepEqual(fast.packed, naive.packed);
+    assert.deepEqual(codeBytes(codec, fast.packed), codeBytes(codec, g.packed), 'only headers change');
+    const before = hessianError(w, codec.dequantize(g.packed, out * inp), H);
+    const after = hessianError(w, codec.dequantize(fast.packed, out * inp), H);
+    assert.ok(Math.abs(fast.before - before) <= 1e-6 * before && Math.abs(fast.after - after) <= 1e-6 * before, 'the reported errors are tr(ΔW H ΔWᵀ)');
+    assert.ok(after < 0.99 * before, `${id}: ${before} -> ${after}`);
+    assert.ok(fast.rows > 0 && fast.rows <= out);
+    assert.deepEqual(g.packed, gptqQuantize(w, out, inp, H, codec).packed, 'the input is not modified');
+  });
+}
+
+test('refitHeaders: a row whose refit would not help keeps its headers; bad shapes are refused', () => {
+  const codec = codecById('q4s-g64');
+  // with H = I and MSE-fitted codes the headers are already near the least-squares optimum
+  const I64 = new Float64Array(inp * inp);
+  for (let i = 0; i < inp; i++) I64[i * inp + i] = 1;
+  const packed = codec.quantize(w);
+  const r = refitHeaders(packed, codec, w, out, inp, I64);
+  assert.ok(r.after <= r.before);
+  const kept = r.rows;
+  assert.ok(kept <= out);
+  for (let row = 0; row < out; row++) {
+    const a = packed.subarray(row * codec.bytesPerBlock, (row + 1) * codec.bytesPerBlock);
+    const b = r.packed.subarray(row * codec.bytesPerBlock, (row + 1) * codec.bytesPerBlock);
+    const rowErr = (p: Uint8Array) => hessianError(w.subarray(row * inp, (row + 1) * inp), codec.dequantize(p, inp), I64);
+    assert.ok(rowErr(b) <= rowErr(a) + 1e-12, `row ${row}`);
+  }
+  assert.throws(() => refitHeaders(codecById('q4s-g32').quantize(new Float32Array(8 * 48)), codecById('q4s-g32'), new Float32Array(8 * 48), 8, 48, new Float64Array(48 * 48)), /do not tile rows of 48/);
+  assert.throws(() => refitHeaders(packed, codec, w, out, inp, new Float64Array(10)), /expected \[8, 64\]/);
+});
