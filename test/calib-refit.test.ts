@@ -2,7 +2,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { gptqQuantize } from '../src/compress/calib/gptq.js';
-import { hessianError } from '../src/compress/calib/hessian.js';
+import { diagonalImportance, hessianError, hessianErrorDiag } from '../src/compress/calib/hessian.js';
 import { refitHeaders, refitHeadersNaive } from '../src/compress/calib/refit.js';
 import { codecById, type BlockCodec } from '../src/compress/quant/codec.js';
 import { headerBytes } from '../src/compress/quant/grid.js';
@@ -65,4 +65,22 @@ test('refitHeaders: a row whose refit would not help keeps its headers; bad shap
   }
   assert.throws(() => refitHeaders(codecById('q4s-g32').quantize(new Float32Array(8 * 48)), codecById('q4s-g32'), new Float32Array(8 * 48), 8, 48, new Float64Array(48 * 48)), /do not tile rows of 48/);
   assert.throws(() => refitHeaders(packed, codec, w, out, inp, new Float64Array(10)), /expected \[8, 64\]/);
+});
+
+test('refitHeaders with a diagonal H given as its values: blocks solved alone, the same result as the dense diagonal matrix', () => {
+  const rng = new Rng(9);
+  const d = Float64Array.from({ length: inp }, () => 0.1 + 3 * rng.next());
+  const dense = new Float64Array(inp * inp);
+  for (let i = 0; i < inp; i++) dense[i * inp + i] = d[i];
+  for (const id of ['q2s-g32', 'q2a-g16', 'q1s-g64']) {
+    const codec = codecById(id);
+    const packed = codec.quantize(w, diagonalImportance(d, out));
+    assert.deepEqual(packed, gptqQuantize(w, out, inp, dense, codec).packed, `${id}: GPTQ with a diagonal H is the codec with importances diag`);
+    const a = refitHeaders(packed, codec, w, out, inp, d);
+    const b = refitHeaders(packed, codec, w, out, inp, dense);
+    assert.ok(Math.abs(a.after - b.after) <= 1e-6 * b.after, `${id}: ${a.after} vs ${b.after}`);
+    assert.ok(a.after <= a.before && Math.abs(a.before - b.before) <= 1e-9 * b.before);
+    assert.ok(Math.abs(hessianErrorDiag(w, codec.dequantize(a.packed, out * inp), d) - a.after) <= 1e-6 * a.after);
+    assert.deepEqual(codeBytes(codec, a.packed), codeBytes(codec, packed));
+  }
 });

@@ -2,8 +2,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { hessianError } from '../src/compress/calib/hessian.js';
-import { whitenedLowRank } from '../src/compress/calib/whiten.js';
-import { lowRank, reconstruct, svdNaive } from '../src/tensor/svd.js';
+import { timesUpperT, whitenedLowRank, whitener } from '../src/compress/calib/whiten.js';
+import { accurateSvdOptions, lowRank, reconstruct, svdNaive, upperInverse } from '../src/tensor/svd.js';
 import { Rng } from '../src/tensor/random.js';
 
 /** H = Σ x xᵀ for inputs with a few strong, correlated directions. */
@@ -85,4 +85,27 @@ test('whitenedLowRank: with H = identity it reconstructs like the plain truncate
     den += rb[i] ** 2;
   }
   assert.ok(Math.sqrt(num / den) < 1e-4, `${Math.sqrt(num / den)}`);
+});
+
+test('whitenedLowRank: a diagonal H (dead inputs included) takes the O(out·in) path and equals the Cholesky path', async () => {
+  const out = 24, inp = 40, rank = 5;
+  const rng = new Rng(12);
+  const w = rng.normals(out * inp, 0.1);
+  const H = new Float64Array(inp * inp);
+  for (let j = 0; j < inp; j++) H[j * inp + j] = j % 9 === 4 ? 0 : 0.2 + 5 * rng.next();
+  const fast = await whitenedLowRank(w, out, inp, H, rank, { seed: 3 });
+  // the general path, by hand: S = Rᵀ from the damped Cholesky
+  const { R, lambda } = whitener(H, inp, 0.01, 'test');
+  const f = await lowRank(timesUpperT(w, out, inp, R), out, inp, rank, accurateSvdOptions(rank, out, inp, 3));
+  const right = timesUpperT(f.right, rank, inp, upperInverse(R, inp));
+  assert.ok(Math.abs(fast.lambda - lambda) <= 1e-12 * lambda);
+  const a = await reconstruct(fast.left, fast.right, out, rank, inp);
+  const b = await reconstruct(f.left, right, out, rank, inp);
+  let num = 0, den = 0;
+  for (let i = 0; i < a.length; i++) {
+    num += (a[i] - b[i]) ** 2;
+    den += b[i] ** 2;
+  }
+  assert.ok(Math.sqrt(num / den) < 1e-4, `relative difference ${Math.sqrt(num / den)}`);
+  assert.ok(hessianError(w, a, H) <= hessianError(w, b, H) * (1 + 1e-4));
 });

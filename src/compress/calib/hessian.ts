@@ -14,6 +14,10 @@
  *     = Σ over calibration tokens of ‖(W − Ŵ) x‖², the matrix's output error on its own inputs
  *     (for down with a diagonal H, the diagonal approximation of it). `out` is w.length / in.
  *   hessianErrorDiag(w, what, d): the same with H = diag(d), O(out·in).
+ *   hessianDiagonal(calib, m, minTokens = 1): the diagonal alone when that is all collection kept
+ *     (down with I > maxFullI), else null: callers then quantize with importances diag (what GPTQ
+ *     does with a diagonal H, byte for byte: nothing is fed forward) instead of building [I, I].
+ *   diagonalImportance(d, out): those importances per value [out·in], dead inputs at the mean (as setup in gptq.ts).
  *   dampedHessian(H, n, damp): H + λ I with λ = damp · mean diag(H), and dead inputs (H_jj <= 0, the
  *     input was always 0 on the calibration text) given the mean diagonal so they are quantized like
  *     an average column rather than ignored (they may be nonzero on other text). Identity when
@@ -22,6 +26,23 @@
 import { MoepressError } from '../../io/errors.js';
 import type { MatrixName } from '../parts.js';
 import type { ExpertCalib } from './types.js';
+
+export function hessianDiagonal(calib: ExpertCalib, m: MatrixName, minTokens = 1): Float64Array | null {
+  if (calib.tokens === 0 || calib.tokens < minTokens) return null;
+  return m === 'down' && !calib.ata ? calib.ataDiag : null;
+}
+
+export function diagonalImportance(d: ArrayLike<number>, out: number): Float32Array {
+  const n = d.length;
+  let sum = 0;
+  for (let j = 0; j < n; j++) sum += Math.max(0, d[j]);
+  const mean = sum > 0 ? sum / n : 1;
+  const row = new Float32Array(n);
+  for (let j = 0; j < n; j++) row[j] = d[j] > 0 ? d[j] : mean;
+  const w = new Float32Array(out * n);
+  for (let r = 0; r < out; r++) w.set(row, r * n);
+  return w;
+}
 
 export function hessianFor(calib: ExpertCalib, m: MatrixName, minTokens = 1): Float64Array | null {
   if (calib.tokens === 0 || calib.tokens < minTokens) return null;

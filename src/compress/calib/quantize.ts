@@ -18,7 +18,7 @@ import type { BlockCodec } from '../quant/codec.js';
 import { matrixShape, type MatrixName } from '../parts.js';
 import { gptqApplies, gptqQuantize } from './gptq.js';
 import { refitHeaders } from './refit.js';
-import { hessianFor } from './hessian.js';
+import { diagonalImportance, hessianDiagonal, hessianFor } from './hessian.js';
 import type { LayerCalib } from './types.js';
 
 export const GPTQ_DAMP = 0.01;
@@ -41,6 +41,12 @@ export class CalibratedQuantizer {
   quantize(w: Float32Array, m: MatrixName, e: number, codec: BlockCodec): Uint8Array {
     const [out, inp] = matrixShape(m, this.I, this.H);
     const ec = this.calib?.experts[e];
+    const diag = ec && gptqApplies(codec, inp) ? hessianDiagonal(ec, m, inp) : null;
+    if (diag) {
+      // GPTQ with a diagonal H feeds nothing forward: the codec with importances diag, then the refit
+      this.gptq++;
+      return refitHeaders(codec.quantize(w, diagonalImportance(diag, out)), codec, w, out, inp, diag).packed;
+    }
     const hess = ec ? hessianFor(ec, m, inp) : null;
     if (ec && !hess) this.uncalibrated.add(e);
     if (!hess || !gptqApplies(codec, inp)) {

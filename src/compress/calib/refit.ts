@@ -18,7 +18,9 @@
  *     before/after: tr(ΔW H ΔWᵀ) with the given and the refit headers; rows: rows changed.
  *   refitHeadersNaive(...)  the same from the dense Φ (P × inp) per row, in float64 (the twin)
  *
- * Needs blocks that tile rows (inp % blockSize === 0), as GPTQ does (gptqApplies).
+ * Needs blocks that tile rows (inp % blockSize === 0), as GPTQ does (gptqApplies). H may be a
+ * diagonal, given as its inp values (down's Σ a aᵀ above maxFullI): then blocks decouple and each
+ * block's one or two parameters are a weighted least-squares fit of its own values, O(out·in).
  */
 import { MoepressError } from '../../io/errors.js';
 import { cholesky } from '../../tensor/svd.js';
@@ -107,6 +109,10 @@ function rowError(w: Float32Array, r: number, inp: number, G: number, per: numbe
     d[i] = w[r * inp + i] - q;
   }
   let e = 0;
+  if (H.length === inp) {
+    for (let i = 0; i < inp; i++) e += H[i] * d[i] * d[i];
+    return e;
+  }
   for (let i = 0; i < inp; i++) {
     if (d[i] === 0) continue;
     let s = 0;
@@ -144,7 +150,7 @@ function solve(A: Float64Array, c: Float64Array, P: number): Float64Array | null
 
 function check(codec: BlockCodec, packed: Uint8Array, w: Float32Array, out: number, inp: number, H: ArrayLike<number>): void {
   if (inp % codec.blockSize !== 0) throw new MoepressError(`refitHeaders: ${codec.id} blocks of ${codec.blockSize} do not tile rows of ${inp}`);
-  if (w.length !== out * inp || H.length !== inp * inp) throw new MoepressError(`refitHeaders: w has ${w.length} entries and H ${H.length}, expected [${out}, ${inp}] and [${inp}, ${inp}]`);
+  if (w.length !== out * inp || (H.length !== inp * inp && H.length !== inp)) throw new MoepressError(`refitHeaders: w has ${w.length} entries and H ${H.length}, expected [${out}, ${inp}] and [${inp}, ${inp}] (or its diagonal [${inp}])`);
   if (packed.length !== (out * inp / codec.blockSize) * codec.bytesPerBlock) throw new MoepressError(`refitHeaders: ${packed.length} packed bytes for ${out * inp} values of ${codec.id}`);
 }
 
@@ -180,8 +186,38 @@ function normalEquations(w: Float32Array, r: number, inp: number, G: number, per
   return { A, c };
 }
 
+/**
+ * θ of row r with a diagonal H: only parameters of the same block couple, so each block's one or
+ * two parameters solve their own weighted least squares (1 × 1 or 2 × 2); null when a block's system is singular.
+ */
+function diagonalSolve(w: Float32Array, r: number, inp: number, G: number, per: number, P: number, phi: Float64Array, d: ArrayLike<number>): Float64Array | null {
+  const theta = new Float64Array(P);
+  for (let k = 0; k < P / per; k++) {
+    const col = k * G;
+    const A = new Float64Array(per * per);
+    const c = new Float64Array(per);
+    for (let a = 0; a < per; a++) {
+      const j = k * per + a;
+      for (let b = 0; b < per; b++) {
+        const l = k * per + b;
+        let s = 0;
+        for (let t = 0; t < G; t++) s += phi[j * G + t] * d[col + t] * phi[l * G + t];
+        A[a * per + b] = s;
+      }
+      let s = 0;
+      for (let t = 0; t < G; t++) s += phi[j * G + t] * d[col + t] * w[r * inp + col + t];
+      c[a] = s;
+    }
+    const x = solve(A, c, per);
+    if (!x) return null;
+    theta.set(x, k * per);
+  }
+  return theta;
+}
+
 function refit(packed: Uint8Array, codec: BlockCodec, w: Float32Array, out: number, inp: number, H: ArrayLike<number>, equations: typeof normalEquations): RefitResult {
   check(codec, packed, w, out, inp, H);
+  const diagonal = H.length === inp && inp > 1;
   const G = codec.blockSize;
   const per = paramsPerBlock(codec);
   const blocks = inp / G;
@@ -189,7 +225,7 @@ function refit(packed: Uint8Array, codec: BlockCodec, w: Float32Array, out: numb
   const result = Uint8Array.from(packed);
   const codes = new Uint8Array(G);
   const phi = new Float64Array(P * G);
-  const Hphi = new Float64Array(P * inp);
+  const Hphi = new Float64Array(diagonal ? 0 : P * inp);
   const d = new Float64Array(inp);
   let before = 0;
   let after = 0;
@@ -199,8 +235,12 @@ function refit(packed: Uint8Array, codec: BlockCodec, w: Float32Array, out: numb
     const theta0 = rowParams(codec, packed, r, blocks);
     const e0 = rowError(w, r, inp, G, per, phi, theta0, H, d);
     before += e0;
-    const { A, c } = equations(w, r, inp, G, per, P, phi, H, Hphi);
-    const theta = solve(A, c, P);
+    let theta: Float64Array | null;
+    if (diagonal) theta = diagonalSolve(w, r, inp, G, per, P, phi, H);
+    else {
+      const { A, c } = equations(w, r, inp, G, per, P, phi, H, Hphi);
+      theta = solve(A, c, P);
+    }
     const stored = theta ? writeParams(codec, result, r, blocks, theta) : null;
     const e1 = stored ? rowError(w, r, inp, G, per, phi, stored, H, d) : Infinity;
     if (e1 < e0) {

@@ -24,11 +24,38 @@ export interface WhitenOptions {
 
 export async function whitenedLowRank(w: Float32Array, out: number, inp: number, H: ArrayLike<number>, rank: number, opts: WhitenOptions = {}): Promise<{ left: Float32Array; right: Float32Array; lambda: number }> {
   if (w.length !== out * inp) throw new MoepressError(`whitenedLowRank: w has ${w.length} entries, expected [${out}, ${inp}]`);
+  if (isDiagonal(H, inp)) return diagonalLowRank(w, out, inp, H, rank, opts);
   const { R, lambda } = whitener(H, inp, opts.damp ?? 0.01, 'whitenedLowRank');
   const ws = timesUpperT(w, out, inp, R); // W S = W Rᵀ: [out, in]
   const f = await lowRank(ws, out, inp, rank, accurateSvdOptions(rank, out, inp, opts.seed ?? 0));
   // right = Vᵀ R⁻ᵀ
   return { left: f.left, right: timesUpperT(f.right, rank, inp, upperInverse(R, inp)), lambda };
+}
+
+/** Whether H: [n, n] has no nonzero entry off its diagonal (down's Σ a aᵀ when only its diagonal was kept). */
+function isDiagonal(H: ArrayLike<number>, n: number): boolean {
+  for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) if (i !== j && H[i * n + j] !== 0) return false;
+  return true;
+}
+
+/**
+ * The same with a diagonal H, in O(out·in) instead of a Cholesky of [in, in]: R = diag(r),
+ * r_j = sqrt(d_j + λ) with the dampening of dampedHessian (dead inputs at the mean diagonal).
+ */
+async function diagonalLowRank(w: Float32Array, out: number, inp: number, H: ArrayLike<number>, rank: number, opts: WhitenOptions): Promise<{ left: Float32Array; right: Float32Array; lambda: number }> {
+  const d = new Float64Array(inp);
+  for (let j = 0; j < inp; j++) d[j] = H[j * inp + j];
+  let sum = 0;
+  let live = 0;
+  for (let j = 0; j < inp; j++) if (d[j] > 0) { sum += d[j]; live++; }
+  const mean = live ? sum / inp : 1;
+  const lam = live ? (opts.damp ?? 0.01) * mean : 0; // an all-zero H whitens by the identity, undamped
+  const r = Float64Array.from(d, (v) => Math.sqrt((v > 0 ? v : mean) + lam));
+  const ws = new Float32Array(out * inp);
+  for (let o = 0; o < out; o++) for (let j = 0; j < inp; j++) ws[o * inp + j] = w[o * inp + j] * r[j];
+  const f = await lowRank(ws, out, inp, rank, accurateSvdOptions(rank, out, inp, opts.seed ?? 0));
+  for (let k = 0; k < rank; k++) for (let j = 0; j < inp; j++) f.right[k * inp + j] /= r[j];
+  return { left: f.left, right: f.right, lambda: lam };
 }
 
 /**
