@@ -23,6 +23,7 @@ import { MATRICES } from '../src/compress/parts.js';
 import { restore } from '../src/compress/restore.js';
 import { MoepressError } from '../src/io/errors.js';
 import { loadModel, openModel } from '../src/runtime/load-model.js';
+import { perplexity } from '../src/runtime/perplexity.js';
 import { Transformer } from '../src/runtime/transformer.js';
 import { Rng } from '../src/tensor/random.js';
 import { upcycledExperts } from './helpers/expert-shapes.js';
@@ -166,7 +167,7 @@ test('auto stores a shared base for upcycled-style experts and not for unrelated
   try {
     const a = await compress({ model: up.dir, out: join(root, 'up'), method: 'auto', budget: 0.3 });
     for (const r of a.layers) {
-      assert.equal(r.choices.base, 'mean');
+      assert.match(r.choices.base as string, /^mean/, 'a shared base (bf16 or quantized)');
       assert.ok((r.choices.spread as number) < 0.01);
       assert.ok((r.choices.plan as string[][]).flat().every((l) => l.startsWith('base')));
     }
@@ -178,6 +179,30 @@ test('auto stores a shared base for upcycled-style experts and not for unrelated
     }
     const b = await compress({ model: plain.dir, out: join(root, 'plain'), method: 'auto', budget: 0.3 });
     for (const r of b.layers) assert.equal(r.choices.base, null);
+    // below 1/E = 0.25 a bf16 base does not fit: the base is quantized, and still beats quant
+    const lowOut = join(root, 'low');
+    const low = await compress({ model: up.dir, out: lowOut, method: 'auto', budget: 0.15 });
+    const ql = await compress({ model: up.dir, out: join(root, 'ql'), method: 'quant', budget: 0.15 });
+    for (let i = 0; i < low.layers.length; i++) {
+      const r = low.layers[i];
+      assert.match(r.choices.base as string, /^mean:q[348]s-g64$/);
+      assert.ok(r.storedBytes <= 0.15 * r.referenceBytes);
+      const ea = (r.choices.relError as { all: number }).all;
+      const eq = (ql.layers[i].choices.relError as { all: number }).all;
+      assert.ok(ea < eq / 2, `layer ${i}: auto ${ea} vs quant ${eq}`);
+    }
+    // the runtime runs the quantized base as the restored checkpoint does
+    const dense = join(root, 'low-dense');
+    await restore(lowOut, dense, { dtype: 'F32' });
+    const ids = Int32Array.from({ length: 64 }, (_, i) => (i * 5 + 1) % 64);
+    const run = async (d: string) => {
+      const m = loadModel(d);
+      const r = await perplexity(new Transformer(m.config, m.weights, m.banks), ids, { windows: 2, windowSize: 32 });
+      m.checkpoint.close();
+      return r.perplexity;
+    };
+    const [pc, pd] = [await run(lowOut), await run(dense)];
+    assert.ok(Math.abs(pc - pd) <= 1e-4 * pd, `compressed ${pc} vs restored ${pd}`);
   } finally {
     for (const d of [up.dir, plain.dir, root]) rmSync(d, { recursive: true, force: true });
   }
@@ -288,7 +313,9 @@ test('auto below the cheapest codec: only a shared base fits, and below that the
   const budget = 0.05; // 1/E = 0.03125 <= 0.05 < the cheapest codec (1 bit + a scale per 256 values: 0.066)
   const store = new LayerStore(0);
   const rec = await auto.compressLayer(memorySource(x), store, opts(budget, null));
-  assert.equal(rec.choices.base, 'mean');
+  assert.match(rec.choices.base as string, /^mean/);
   assert.ok(rec.storedBytes <= budget * referenceBytes(E, I, H));
-  assert.throws(() => auto.check(E, I, H, 0.02, { base: 'mean', denseBase: null }), MoepressError);
+  // the cheapest base: q3s-g64 (3.25 bits) shared by 32 experts, 0.0063 of bf16
+  auto.check(E, I, H, 0.0065, { base: 'mean', denseBase: null });
+  assert.throws(() => auto.check(E, I, H, 0.006, { base: 'mean', denseBase: null }), MoepressError);
 });

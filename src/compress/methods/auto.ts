@@ -6,9 +6,10 @@
  * memory at a time:
  *   1. measure every direct candidate of every matrix (auto/candidates.ts), accumulate the mean
  *   2. only when the experts are similar (spread < SIMILAR_SPREAD, as in upcycled MoEs): measure
- *      the delta candidates against the bf16 mean as a shared base
- *   3. allocate bytes (auto/allocate.ts) with and without the base, keep the lower estimated
- *      error, and encode the chosen candidates
+ *      the delta candidates against the mean as a shared base, stored in bf16 or quantized
+ *      (BASE_CODECS, those that fit the cap)
+ *   3. allocate bytes (auto/allocate.ts) without and with each base form, keep the lowest
+ *      estimated error, and encode the chosen candidates
  * The budget is a hard cap on the bytes stored for the layer, checked on the bytes written: the
  * budget × the layer's bf16 bytes, or the cap a model-wide allocation gave it (opts.capBytes,
  * compress/global-plan.ts), measured beforehand by `measureLayer`.
@@ -43,15 +44,72 @@ function layerCalib(opts: MethodOptions, x: ExpertSource): LayerCalib | null {
 }
 
 function check(E: number, I: number, H: number, budget: number): void {
-  const min = Math.min(cheapestFraction(DEFAULT_FAMILY, I * H), 1 / E);
+  const n = I * H;
+  const cheapestBase = Math.min(...BASE_CODECS.map((c) => (c ? storedBytes(codecById(c), n) : 2 * n))) / (2 * n * E);
+  const min = Math.min(cheapestFraction(DEFAULT_FAMILY, n), cheapestBase);
   if (budget < min) throw budgetError('auto', budget, min, 'the cheapest codec (or a shared base alone)');
+}
+
+/**
+ * How the shared base may be stored: bf16 (null), or quantized with one of these codecs (GPTQ-coded
+ * against the layer's summed expert Hessians when calibrated, then header-refit). A quantized base
+ * is what lets an upcycled MoE keep its shared structure below budget 1/E: on the upcycled mixtral
+ * (4 experts) the bf16 base alone is 0.25 of the budget.
+ */
+export const BASE_CODECS: readonly (string | null)[] = [null, 'q8s-g64', 'q4s-g64', 'q3s-g64'];
+
+/** A stored form of the layer's mean: its values as the deltas see them and, when quantized, its bytes. */
+interface BaseForm {
+  codec: string | null;
+  /** Bytes of the three stored matrices. */
+  bytes: number;
+  values: Record<MatrixName, Float32Array>;
+  packed: Record<MatrixName, Uint8Array> | null;
+}
+
+/** Σ over the layer's calibrated experts of matrix m's Hessian (full, or its diagonal for down above maxFullI); null without calibration. */
+function summedHessian(calib: LayerCalib | null, m: MatrixName): { hess: Float64Array | null; diag: Float64Array | null } {
+  if (!calib) return { hess: null, diag: null };
+  let hess: Float64Array | null = null;
+  let diag: Float64Array | null = null;
+  for (const ec of calib.experts) {
+    const d = hessianDiagonal(ec, m);
+    const h = d ? null : hessianFor(ec, m);
+    if (d) {
+      diag ??= new Float64Array(d.length);
+      for (let i = 0; i < d.length; i++) diag[i] += d[i];
+    } else if (h) {
+      hess ??= new Float64Array(h.length);
+      for (let i = 0; i < h.length; i++) hess[i] += h[i];
+    }
+  }
+  return diag ? { hess: null, diag } : { hess, diag: null };
+}
+
+/** The mean (float32, unrounded) stored as `codec`: bf16 when null, else quantized and decoded. */
+function baseForm(mean: Record<MatrixName, Float32Array>, codec: string | null, I: number, H: number, calib: LayerCalib | null): BaseForm {
+  const n = I * H;
+  const values = {} as Record<MatrixName, Float32Array>;
+  if (codec === null) {
+    for (const m of MATRICES) values[m] = toFloat32({ dtype: 'BF16', shape: [n], data: fromFloat32(mean[m], 'BF16') });
+    return { codec, bytes: 3 * n * 2, values, packed: null };
+  }
+  const c = codecById(codec);
+  const packed = {} as Record<MatrixName, Uint8Array>;
+  for (const m of MATRICES) {
+    const [out, inp] = matrixShape(m, I, H);
+    const { hess, diag } = summedHessian(calib, m);
+    packed[m] = encodeMatrix(mean[m], out, inp, c, undefined, hess, diag).packed;
+    values[m] = c.dequantize(packed[m], n);
+  }
+  return { codec, bytes: 3 * storedBytes(c, n), values, packed };
 }
 
 interface Plan {
   /** items[e * 3 + mi]: the candidates of expert e's matrix MATRICES[mi]. */
   items: Candidate[][];
   alloc: Allocation;
-  base: boolean;
+  base: BaseForm | null;
 }
 
 /**
@@ -109,45 +167,57 @@ async function compressAuto(x: ExpertSource, store: LayerStore, opts: MethodOpti
     }
     opts.onProgress?.({ task: `auto layer ${x.layer}: measure`, done: e + 1, total: E, unit: 'experts' });
   }
-  // bf16-rounded mean: exactly what storeBase will store and deltas are taken against
-  const base = {} as Record<MatrixName, Float32Array>;
+  const mean = {} as Record<MatrixName, Float32Array>;
   let meanEnergy = 0;
   for (const m of MATRICES) {
-    const f = Float32Array.from(acc[m], (v) => v / E);
-    base[m] = toFloat32({ dtype: 'BF16', shape: [n], data: fromFloat32(f, 'BF16') });
-    for (let i = 0; i < n; i++) meanEnergy += f[i] * f[i];
+    mean[m] = Float32Array.from(acc[m], (v) => v / E);
+    for (let i = 0; i < n; i++) meanEnergy += mean[m][i] * mean[m][i];
   }
   const spread = energy > 0 ? (energy - E * meanEnergy) / energy : 0;
 
-  // Budgets below the cheapest codec but above 1/E fit only with the base (the check allows them).
+  // Budgets below the cheapest codec but above the cheapest base fit only with a base (the check allows them).
   const minDirect = direct.reduce((sum, c) => sum + Math.min(...c.map((o) => o.bytes)), 0);
-  let plan: Plan | null = minDirect <= cap ? { items: direct, alloc: allocate(direct, cap), base: false } : null;
+  let plan: Plan | null = minDirect <= cap ? { items: direct, alloc: allocate(direct, cap), base: null } : null;
   const directError = plan?.alloc.error ?? null;
-  let baseError: number | null = null;
-  const baseBytes = 3 * n * 2;
-  if (E >= 2 && baseBytes <= cap && (spread < SIMILAR_SPREAD || !plan)) {
-    // pass 2: delta candidates against the shared base, beside the direct ones
-    const items: Candidate[][] = [];
-    for (let e = 0; e < E; e++) {
-      const w = readExpert(x, e, buf);
-      MATRICES.forEach((m, mi) => {
-        const [out, inp] = matrixShape(m, I, H);
-        items.push([...direct[e * 3 + mi], ...measureCandidates(w[m], subtract(w[m], base[m]), base[m], out, inp, weightings[e][m], family)]);
-      });
+  const baseErrors: Record<string, number> = {};
+  if (E >= 2 && (spread < SIMILAR_SPREAD || !plan)) {
+    // pass 2: delta candidates against each stored form of the shared base that fits, beside the direct ones
+    for (const codec of BASE_CODECS) {
+      const bytes = codec ? 3 * storedBytes(codecById(codec), n) : 3 * n * 2;
+      if (bytes > cap) continue;
+      const form = baseForm(mean, codec, I, H, calib);
+      const items: Candidate[][] = [];
+      for (let e = 0; e < E; e++) {
+        const w = readExpert(x, e, buf);
+        MATRICES.forEach((m, mi) => {
+          const [out, inp] = matrixShape(m, I, H);
+          items.push([...direct[e * 3 + mi], ...measureCandidates(w[m], subtract(w[m], form.values[m]), form.values[m], out, inp, weightings[e][m], family)]);
+        });
+      }
+      const alloc = allocate(items, cap - form.bytes);
+      baseErrors[codec ?? 'bf16'] = alloc.error;
+      if (!plan || alloc.error < plan.alloc.error) plan = { items, alloc, base: form };
     }
-    const alloc = allocate(items, cap - baseBytes);
-    baseError = alloc.error;
-    if (!plan || alloc.error < plan.alloc.error) plan = { items, alloc, base: true };
   }
-  if (!plan) throw budgetError('auto', opts.budget, Math.min(minDirect, baseBytes) / referenceBytes(E, I, H), 'the cheapest codec on every matrix (or a shared base alone)');
+  const cheapestBase = 3 * Math.min(n * 2, ...BASE_CODECS.filter((c) => c !== null).map((c) => storedBytes(codecById(c!), n)));
+  if (!plan) throw budgetError('auto', opts.budget, Math.min(minDirect, cheapestBase) / referenceBytes(E, I, H), 'the cheapest codec on every matrix (or a shared base alone)');
   const chosen = plan;
 
   // pass 3: encode the chosen candidates
   const builder = new RecordBuilder(x, store, 'auto', null);
   let shared: Record<MatrixName, MatrixPart> | null = null;
   let rounded: Record<MatrixName, Float32Array> | null = null;
-  if (chosen.base) {
-    const s = storeBase(store, 'base', base, I, H);
+  if (chosen.base?.packed) {
+    // a quantized base: one quant part per matrix, shared by every expert that takes a delta
+    const b = chosen.base;
+    shared = {} as Record<MatrixName, MatrixPart>;
+    for (const m of MATRICES) {
+      const ref = store.put(`base.${m}.q`, { dtype: 'U8', shape: [b.packed![m].length], data: b.packed![m] });
+      shared[m] = { kind: 'quant', codec: b.codec!, ref };
+    }
+    rounded = b.values;
+  } else if (chosen.base) {
+    const s = storeBase(store, 'base', mean, I, H);
     for (const m of MATRICES) builder.share(s.refs[m], s.rounded[m]);
     shared = s.parts;
     rounded = s.rounded;
@@ -184,13 +254,13 @@ async function compressAuto(x: ExpertSource, store: LayerStore, opts: MethodOpti
   return builder.finish({
     proxy,
     compounding: COMPOUNDING,
-    base: chosen.base ? 'mean' : null,
+    base: chosen.base ? (chosen.base.codec ? `mean:${chosen.base.codec}` : 'mean') : null,
     spread,
     capBytes: cap,
     plan: labels,
     bitsPerWeight: bits,
     ...(ctx ? { gptqMatrices } : {}),
-    estimatedError: { chosen: chosen.alloc.error, direct: directError, withBase: baseError },
+    estimatedError: { chosen: chosen.alloc.error, direct: directError, withBase: baseErrors },
     ...(ctx ? { calibTokens: calib!.tokens, unreachedExperts: calib!.experts.flatMap((c, e) => (c.tokens === 0 ? [e] : [])) } : {}),
   });
 }
