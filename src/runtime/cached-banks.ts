@@ -28,7 +28,7 @@ import { toFloat32 } from '../tensor/convert.js';
 import { runExpertParts } from './compressed-bank.js';
 import type { ExpertCache } from './expert-cache.js';
 import { ffnForward, type Activation, type ExpertBank, type ExpertScaling } from './experts.js';
-import type { ExpertBiases } from './streamed-bank.js';
+import { expertFfn, type ExpertBiases } from './streamed-bank.js';
 
 /**
  * One ExpertSource open at a time for every hub layer: a source keeps a read buffer of up to
@@ -94,14 +94,7 @@ export class CachedHubBank implements ExpertBank {
       const value = readExpert(src, e, evicted.find((v): v is ExpertWeights => isExpertWeights(v, I * H)));
       return { value, bytes: value.gate.byteLength + value.up.byteLength + value.down.byteLength, bytesRead: src.stats.bytesRead - before };
     });
-    const b = this.biases;
-    const f = {
-      gate: w.gate, up: w.up, down: w.down, F: I, H,
-      gateBias: b.gate?.subarray(e * I, (e + 1) * I),
-      upBias: b.up?.subarray(e * I, (e + 1) * I),
-      downBias: b.down?.subarray(e * H, (e + 1) * H),
-    };
-    return ffnForward(f, x, n, this.act, scaling);
+    return ffnForward(expertFfn(w, this.biases, e, I, H), x, n, this.act, scaling);
   }
 }
 

@@ -7,13 +7,23 @@
  */
 import { expertBuffers, readExpert, type ExpertSource } from '../compress/experts-io.js';
 import type { ExpertWeights } from '../compress/barycenter.js';
-import { ffnForward, type Activation, type ExpertBank, type ExpertScaling } from './experts.js';
+import { ffnForward, type Activation, type ExpertBank, type ExpertScaling, type FfnWeights } from './experts.js';
 
 /** Canonical expert biases of the layer (GPT-OSS): gate/up [E, I], down [E, H]; null when absent. */
 export interface ExpertBiases {
   gate: Float32Array | null;
   up: Float32Array | null;
   down: Float32Array | null;
+}
+
+/** Expert e's float32 matrices with its slices of the layer's biases, as ffnForward takes them. */
+export function expertFfn(w: ExpertWeights, b: ExpertBiases, e: number, I: number, H: number): FfnWeights {
+  return {
+    gate: w.gate, up: w.up, down: w.down, F: I, H,
+    gateBias: b.gate?.subarray(e * I, (e + 1) * I),
+    upBias: b.up?.subarray(e * I, (e + 1) * I),
+    downBias: b.down?.subarray(e * H, (e + 1) * H),
+  };
 }
 
 export class StreamedExpertBank implements ExpertBank {
@@ -40,15 +50,7 @@ export class StreamedExpertBank implements ExpertBank {
       this.current = e;
       this.reads++;
     }
-    const w = this.buffers;
-    const b = this.biases;
-    const f = {
-      gate: w.gate, up: w.up, down: w.down, F: I, H,
-      gateBias: b.gate?.subarray(e * I, (e + 1) * I),
-      upBias: b.up?.subarray(e * I, (e + 1) * I),
-      downBias: b.down?.subarray(e * H, (e + 1) * H),
-    };
-    return ffnForward(f, x, n, this.act, scaling);
+    return ffnForward(expertFfn(this.buffers, this.biases, e, I, H), x, n, this.act, scaling);
   }
 
   close(): void {
