@@ -123,6 +123,8 @@ test('heal: the loss falls, experts files stay byte for byte, the output loads, 
     assert.ok(Number.isFinite(JSON.parse(ev.stdout.trim().split('\n').pop()!).perplexity));
     const ins = spawnSync(process.execPath, [MAIN, 'inspect', out], { encoding: 'utf8' });
     assert.equal(ins.status, 0, ins.stderr);
+    assert.match(ins.stdout, /compressed with quant at budget 0\.15/);
+    assert.match(ins.stdout, /healed: non-expert tensors \(all\) distilled from .*orig, 16 steps at lr 0\.003/);
     const dense = join(root, 'dense');
     await restore(out, dense);
     const rd = loadModel(dense);
