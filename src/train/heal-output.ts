@@ -6,7 +6,7 @@
  * the input stored it in when any of its canonical tensors trained, copied raw otherwise; the index
  * points the rest names at the new shards; the manifest gains a `heal` entry.
  */
-import { copyFileSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { copyFileSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { INDEX_FILE, writeCheckpoint } from '../io/checkpoint.js';
 import type { RawTensor } from '../io/dtype.js';
@@ -40,6 +40,7 @@ export function writeHealedDir(src: ModelSource, manifest: Manifest, weights: We
   const copied: string[] = [];
   for (const f of readdirSync(src.dir)) {
     if (REST_FILE.test(f) || f === INDEX_FILE || f === MANIFEST_FILE || !statSync(join(src.dir, f)).isFile()) continue;
+    rmSync(join(dir, f), { force: true }); // a resumed run may find a read-only copy (tokenizer, config) here
     copyFileSync(join(src.dir, f), join(dir, f));
     copied.push(f);
   }
