@@ -2,10 +2,12 @@
  * moepress finetune MOE --out DIR --compressed-experts m --text FILE --steps N [--train all|ce|ce+router]
  *   [--loss distill|next-token] [--lr X] [--model-lr X] [--batch 8] [--seq 256] [--accumulate 1] [--seed 0] [--warmup N] [--checkpoint-every 50]
  *   [--resume] [--overwrite] [--json]
+ * moepress finetune COMPRESSED --out DIR --teacher ORIGINAL --text FILE --steps N ...: healing (cli/heal.ts)
  */
 import { finetune, LOSSES, type FinetuneLoss } from '../train/finetune.js';
 import { TRAIN_MODES, type TrainMode } from '../train/finetune-model.js';
 import { modelArg, parse, UsageError } from './args.js';
+import { healRun } from './heal.js';
 import { fmtCount, table } from './format.js';
 import { progressRenderer } from './progress.js';
 
@@ -24,6 +26,7 @@ export async function finetuneCommand(argv: string[]): Promise<void> {
   const p = parse(argv, {
     out: { type: 'string' },
     'compressed-experts': { type: 'string' },
+    teacher: { type: 'string' },
     text: { type: 'string' },
     steps: { type: 'string' },
     train: { type: 'string' },
@@ -41,9 +44,10 @@ export async function finetuneCommand(argv: string[]): Promise<void> {
     json: { type: 'boolean' },
   });
   const model = modelArg(p, 'finetune');
+  if (p.str('teacher') !== undefined) return healRun(p, model);
   const json = p.flag('json');
   const m = p.int('compressed-experts');
-  if (m === undefined) throw new UsageError('--compressed-experts is required (experts per token to replace by vectors, 1 <= m < top-k)');
+  if (m === undefined) throw new UsageError('--compressed-experts is required (experts per token to replace by vectors, 1 <= m < top-k), or --teacher ORIGINAL to heal a compressed model');
   const steps = p.int('steps');
   if (steps === undefined) throw new UsageError('--steps is required');
   const train = trainMode(p.str('train'));

@@ -18,9 +18,11 @@ export async function inspectCommand(argv: string[]): Promise<void> {
   if (ce && topK !== undefined && topK <= ce.m) throw new UsageError(`--top-k ${topK} leaves no full expert: the model replaces ${ce.m} of each token's experts by compressed experts`);
   const s = summarize(src.config, src.arch, headers, topK, ce?.m);
   src.checkpoint.close();
-  const compression = isCompressedDir(src.dir) ? modelChoices(readManifest(src.dir)) : null;
+  const manifest = isCompressedDir(src.dir) ? readManifest(src.dir) : null;
+  const compression = manifest ? modelChoices(manifest) : null;
+  const heal = manifest?.heal ?? null;
   if (p.flag('json')) {
-    process.stdout.write(JSON.stringify({ model: src.dir, ...s, ...(compression ? { compression } : {}) }, null, 2) + '\n');
+    process.stdout.write(JSON.stringify({ model: src.dir, ...s, ...(compression ? { compression } : {}), ...(heal ? { heal } : {}) }, null, 2) + '\n');
     return;
   }
   const rows: [string, string][] = [
@@ -43,6 +45,7 @@ export async function inspectCommand(argv: string[]): Promise<void> {
   );
   process.stdout.write(table(rows) + '\n');
   if (compression) process.stdout.write('\n' + compressionText(compression, p.flag('plan')) + '\n');
+  if (heal) process.stdout.write(`\nhealed: non-expert tensors (${heal.train}) distilled from ${heal.teacher}, ${heal.steps} steps at lr ${heal.lr}, KL ${heal.initialLoss.toFixed(4)} -> ${heal.finalLoss.toFixed(4)}\n`);
 }
 
 /** "q3s-g128 ×6, q2a-g128 ×2": a matrix kind's labels by how many experts use them. */

@@ -39,6 +39,10 @@ commands:
        [--train all|ce|ce+router] [--loss distill|next-token] [--lr X] [--model-lr X]
        [--batch 8] [--seq 256] [--accumulate 1] [--seed 0] [--checkpoint-every 50]
        [--resume] [--overwrite] [--json]
+  finetune COMPRESSED --out DIR --teacher ORIG  healing: the compressed model's non-expert tensors
+       --text FILE --steps N                   distilled from the original (experts frozen,
+       [--train all|no-embed|norms+router]     experts files unchanged)
+       [--lr 3e-4] [--batch 8] [--seq 256] [--seed 0] [--resume] [--overwrite] [--json]
   upcycle DENSE --out DIR --experts E          DeRS upcycling: a dense model into an MoE
        --top-k K --delta lowrank|sparse        whose experts are W_shared + a low-rank or
        [--rank r | --density d] --text FILE    sparse delta, trained on the text

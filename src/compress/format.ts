@@ -31,6 +31,29 @@ export interface Manifest {
   bytes: { stored: number; reference: number; fraction: number };
   layers: LayerRecord[];
   moepressVersion: string;
+  /** Set by `moepress finetune --teacher` (train/heal.ts): the non-expert tensors were distilled from the original. */
+  heal?: HealRecord;
+}
+
+/** How a compressed model's non-expert tensors were healed (its experts files are unchanged). */
+export interface HealRecord {
+  teacher: string;
+  text: string;
+  /** Which non-expert tensors trained ('all', 'no-embed', 'norms+router'). */
+  train: string;
+  loss: 'distill';
+  steps: number;
+  lr: number;
+  batch: number;
+  seqLen: number;
+  accumulate: number;
+  seed: number;
+  /** Mean KL of the first step and of the last 10% of steps. */
+  initialLoss: number;
+  finalLoss: number;
+  /** An earlier healing of the input, when it was healed already. */
+  previous?: HealRecord;
+  moepressVersion: string;
 }
 
 export function expertsFile(layer: number): string {

@@ -115,7 +115,7 @@ function positiveInt(name: string, v: number, min = 1): void {
 /** Refuses what the trainer cannot fine-tune, with the reason and the file to look at. */
 function checkSource(dir: string): void {
   if (hasCompressedExperts(dir)) throw new MoepressError('the model already has compressed experts; fine-tune the original model', { file: dir });
-  if (isCompressedDir(dir)) throw new MoepressError('the model is a moepress compressed checkpoint; restore it to a dense checkpoint first (moepress restore)', { file: dir });
+  if (isCompressedDir(dir)) throw new MoepressError('the model is a moepress compressed checkpoint; restore it to a dense checkpoint first (moepress restore), or heal it with --teacher ORIGINAL_DIR', { file: dir });
 }
 
 export async function finetune(moeDir: string, o: FinetuneOptions): Promise<FinetuneResult> {
