@@ -1,12 +1,14 @@
 /**
  * moepress compress MODEL --out DIR --method M --budget B [--base …] [--base-from DIR] [--layers …] [--seed S]
- *   [--calib TEXT [--calib-windows N] [--calib-seed S] [--calib-mode sequential|original] [--calib-cache FILE]] [--allocate layer|global] [--resume] [--json]
+ *   [--calib TEXT [--calib-windows N] [--calib-seed S] [--calib-mode sequential|original] [--calib-cache FILE]
+ *    [--heal N [--heal-lr X]]] [--allocate layer|global] [--resume] [--json]
  */
 import { CALIB_WINDOWS } from '../compress/calib/collect.js';
 import { existsSync } from 'node:fs';
 import os from 'node:os';
 import { dirname, resolve } from 'node:path';
 import { compress } from '../compress/compress.js';
+import { compressAndHeal } from '../train/compress-heal.js';
 import { estimateForModel, type CompressEstimate } from '../compress/estimate.js';
 import type { BaseKind } from '../compress/method.js';
 import { METHODS } from '../compress/methods/index.js';
@@ -51,6 +53,8 @@ export async function compressCommand(argv: string[]): Promise<void> {
     'calib-seed': { type: 'string' },
     'calib-cache': { type: 'string' },
     'calib-mode': { type: 'string' },
+    heal: { type: 'string' },
+    'heal-lr': { type: 'string' },
     allocate: { type: 'string' },
     'layer-weighting': { type: 'string' },
     resume: { type: 'boolean' },
@@ -78,8 +82,11 @@ export async function compressCommand(argv: string[]): Promise<void> {
   if (allocation !== 'layer' && allocation !== 'global') throw new UsageError(`--allocate must be layer or global, got '${allocation}'`);
   const layerWeighting = p.str('layer-weighting') ?? 'relative';
   if (layerWeighting !== 'relative' && layerWeighting !== 'absolute') throw new UsageError(`--layer-weighting must be relative or absolute, got '${layerWeighting}'`);
+  const healSteps = p.int('heal');
+  if (healSteps !== undefined && !calib) throw new UsageError('--heal N trains on the calibration text: give --calib TEXT');
+  if (p.str('heal-lr') !== undefined && healSteps === undefined) throw new UsageError('--heal-lr needs --heal N');
   const t0 = performance.now();
-  const m = await compress({
+  const request = {
     allocation,
     layerWeighting,
     model,
@@ -96,11 +103,13 @@ export async function compressCommand(argv: string[]): Promise<void> {
     calib,
     calibMode: calib ? calibMode : undefined,
     onProgress: progress,
-  });
+  } as const;
+  const healed = healSteps !== undefined ? await compressAndHeal(request, { steps: healSteps, lr: p.num('heal-lr') }) : null;
+  const m = healed?.manifest ?? (await compress(request));
   progress.end();
   const seconds = (performance.now() - t0) / 1000;
   if (json) {
-    process.stdout.write(JSON.stringify({ out: p.req('out'), method: m.method, budget: m.budget, seed: m.seed, calibration: m.options.calibration, bytes: m.bytes, seconds, layers: m.layers.map((l) => ({ layer: l.layer, storedBytes: l.storedBytes, referenceBytes: l.referenceBytes, choices: l.choices })) }) + '\n');
+    process.stdout.write(JSON.stringify({ out: p.req('out'), method: m.method, budget: m.budget, seed: m.seed, calibration: m.options.calibration, heal: m.heal ?? null, bytes: m.bytes, seconds, layers: m.layers.map((l) => ({ layer: l.layer, storedBytes: l.storedBytes, referenceBytes: l.referenceBytes, choices: l.choices })) }) + '\n');
     return;
   }
   const rows = m.layers.map((l) => {
@@ -114,6 +123,7 @@ export async function compressCommand(argv: string[]): Promise<void> {
   }
   const cal = m.options.calibration as { source: string; windows: number; seed: number } | string;
   process.stdout.write(`\ncalibration: ${typeof cal === 'string' ? cal : `${cal.source}, ${cal.windows} windows, seed ${cal.seed}`}`);
+  if (healed) process.stdout.write(`\nhealed: ${healed.heal.steps} steps against ${model}, distill KL ${healed.heal.initialLoss.toFixed(4)} -> ${healed.heal.finalLoss.toFixed(4)}`);
   process.stdout.write(`\n${m.method}: experts stored in ${fmtBytes(m.bytes.stored)} = ${m.bytes.fraction.toFixed(4)} of bf16 (budget ${m.budget}), ${seconds.toFixed(1)} s -> ${p.req('out')}\n`);
 }
 
