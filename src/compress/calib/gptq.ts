@@ -29,6 +29,7 @@
  */
 import { MoepressError } from '../../io/errors.js';
 import { matmul } from '../../tensor/gemm.js';
+import { choleskyBlocked, upperInverseBlocked } from '../../tensor/linalg/blocked.js';
 import { cholesky, upperInverse } from '../../tensor/svd.js';
 import type { BlockCodec } from '../quant/codec.js';
 import { blockGrid, codeFor, headerBytes, type BlockGrid } from '../quant/grid.js';
@@ -62,7 +63,7 @@ export function gptqApplies(codec: BlockCodec, inp: number): boolean {
 }
 
 /** H: [n, n] -> U: [n, n] upper with H⁻¹ = Uᵀ U, after dampening (retried with more on failure). */
-function inverseFactor(H: ArrayLike<number>, n: number, damp: number): { U: Float64Array; lambda: number } {
+export function inverseFactor(H: ArrayLike<number>, n: number, damp: number): { U: Float64Array; lambda: number } {
   let d = damp;
   for (let attempt = 0; attempt < 5; attempt++, d *= 10) {
     const { H: Hd, lambda } = dampedHessian(H, n, d);
@@ -99,12 +100,13 @@ interface Setup {
 /**
  * The fast path's U: H = V Vᵀ with V upper is H's Cholesky factor with rows and columns reversed
  * (J H J = Rᵀ R gives V = J Rᵀ J), and U = V⁻¹ = J R⁻ᵀ J, so one Cholesky and one triangular
- * inverse (n³/3 multiply-adds) replace inverseFactor's two Cholesky, inverse and product (2n³/3).
+ * inverse (n³/3 multiply-adds) replace inverseFactor's two Cholesky, inverse and product (2n³/3),
+ * and both are blocked so that their bulk is float32 GEMMs (tensor/linalg/blocked.ts).
  * Cached per H array (gate and up of an expert share one H): H must not change after the call.
  */
 const factorCache = new WeakMap<object, Map<number, { U: Float64Array; lambda: number }>>();
 
-export function inverseFactorFast(H: ArrayLike<number>, n: number, damp: number): { U: Float64Array; lambda: number } {
+export async function inverseFactorFast(H: ArrayLike<number>, n: number, damp: number): Promise<{ U: Float64Array; lambda: number }> {
   const byDamp = factorCache.get(H as object) ?? new Map<number, { U: Float64Array; lambda: number }>();
   const hit = byDamp.get(damp);
   if (hit) return hit;
@@ -113,9 +115,9 @@ export function inverseFactorFast(H: ArrayLike<number>, n: number, damp: number)
     const { H: Hd, lambda } = dampedHessian(H, n, d);
     const Hr = new Float64Array(n * n); // J Hd J
     for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) Hr[i * n + j] = Hd[(n - 1 - i) * n + (n - 1 - j)];
-    const R = cholesky(Hr, n);
+    const R = await choleskyBlocked(Hr, n);
     if (R === null) continue;
-    const Ri = upperInverse(R, n);
+    const Ri = await upperInverseBlocked(R, n);
     const U = new Float64Array(n * n);
     for (let i = 0; i < n; i++) for (let j = i; j < n; j++) U[i * n + j] = Ri[(n - 1 - j) * n + (n - 1 - i)];
     const f = { U, lambda };
@@ -214,43 +216,60 @@ export function gptqQuantizeNaive(w: Float32Array, out: number, inp: number, H: 
  */
 export async function gptqQuantize(w: Float32Array, out: number, inp: number, H: ArrayLike<number>, codec: BlockCodec, opts: GptqOptions = {}): Promise<GptqResult> {
   if (opts.actOrder) return gptqStatic(w, out, inp, H, codec, opts.damp ?? 0.01, Math.max(1, opts.batch ?? 128));
-  const s = setup(w, out, inp, H, codec, opts.damp ?? 0.01, inverseFactorFast);
+  checkInputs(w, out, inp, H, codec);
+  const factor = await inverseFactorFast(H, inp, opts.damp ?? 0.01);
+  const s = setup(w, out, inp, H, codec, opts.damp ?? 0.01, () => factor);
   // A group's header is chosen on values that have received every earlier column's error, so a
   // batch holds whole groups: B is rounded to a multiple of G.
   const G = codec.blockSize;
   const B = Math.max(G, Math.floor((opts.batch ?? 128) / G) * G);
+  // Inside a batch, sub-batches of g columns (whole groups, >= 32): the column loop updates only
+  // its sub-batch; the rest of the batch gets the sub-batch's errors by a small GEMM. The JS loop
+  // then costs out·in·g/2 instead of out·in·B/2 multiply-adds.
+  const g = Math.min(B, G * Math.ceil(32 / G));
   const err = new Float64Array(out * B); // [out, B]: the batch's scaled errors
   const U = s.U;
   const W = s.W;
   for (let j0 = 0; j0 < inp; j0 += B) {
     const j1 = Math.min(inp, j0 + B);
-    const nb = j1 - j0;
-    for (let j = j0; j < j1; j++) {
-      if (j % s.G === 0) startGroup(s, codec, out, inp, j);
-      quantizeColumn(s, codec, out, inp, j, err, B, j - j0);
-      for (let r = 0; r < out; r++) {
-        const e = err[r * B + j - j0];
-        const o = r * inp;
+    for (let s0 = j0; s0 < j1; s0 += g) {
+      const s1 = Math.min(j1, s0 + g);
+      for (let j = s0; j < s1; j++) {
+        if (j % G === 0) startGroup(s, codec, out, inp, j);
+        quantizeColumn(s, codec, out, inp, j, err, B, j - j0);
         const uo = j * inp;
-        for (let k = j + 1; k < j1; k++) W[o + k] -= e * U[uo + k];
+        for (let r = 0; r < out; r++) {
+          const e = err[r * B + j - j0];
+          const o = r * inp;
+          for (let k = j + 1; k < s1; k++) W[o + k] -= e * U[uo + k];
+        }
+        if (j % G === G - 1) endGroup(s, codec, out, j);
       }
-      if (j % s.G === s.G - 1) endGroup(s, codec, out, j);
+      await subtractProduct(s, out, inp, err, B, s0 - j0, s1 - s0, s0, s1, j1);
     }
-    const rest = inp - j1;
-    if (rest === 0) continue;
-    // Err: [out, nb], Ub = U[j0:j1, j1:]: [nb, rest] -> the rest of every row's update: [out, rest]
-    const E32 = new Float32Array(out * nb);
-    for (let r = 0; r < out; r++) for (let b = 0; b < nb; b++) E32[r * nb + b] = err[r * B + b];
-    const Ub = new Float32Array(nb * rest);
-    for (let b = 0; b < nb; b++) for (let k = 0; k < rest; k++) Ub[b * rest + k] = U[(j0 + b) * inp + j1 + k];
-    const upd = await matmul(E32, Ub, out, rest, nb);
-    for (let r = 0; r < out; r++) {
-      const o = r * inp + j1;
-      const uo = r * rest;
-      for (let k = 0; k < rest; k++) W[o + k] -= upd[uo + k];
-    }
+    await subtractProduct(s, out, inp, err, B, 0, j1 - j0, j0, j1, inp);
   }
   return finish(s, codec, out, inp);
+}
+
+/**
+ * W[:, c0:c1] −= Err[:, e0:e0+ne] · U[u0:u0+ne, c0:c1] as one float32 GEMM: err: [out, B] holds the
+ * scaled errors of the columns u0.. at e0.. (tensor/gemm.ts matmul; [out, ne]·[ne, c1−c0]).
+ */
+async function subtractProduct(s: Setup, out: number, inp: number, err: Float64Array, B: number, e0: number, ne: number, u0: number, c0: number, c1: number): Promise<void> {
+  const cols = c1 - c0;
+  if (cols === 0 || ne === 0) return;
+  const E32 = new Float32Array(out * ne);
+  for (let r = 0; r < out; r++) for (let b = 0; b < ne; b++) E32[r * ne + b] = err[r * B + e0 + b];
+  const Ub = new Float32Array(ne * cols);
+  for (let b = 0; b < ne; b++) for (let k = 0; k < cols; k++) Ub[b * cols + k] = s.U[(u0 + b) * inp + c0 + k];
+  const upd = await matmul(E32, Ub, out, cols, ne);
+  const W = s.W;
+  for (let r = 0; r < out; r++) {
+    const o = r * inp + c0;
+    const uo = r * cols;
+    for (let k = 0; k < cols; k++) W[o + k] -= upd[uo + k];
+  }
 }
 
 /**

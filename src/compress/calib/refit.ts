@@ -269,8 +269,9 @@ const CHUNK_VALUES = 32 * 1024 * 1024;
 
 /**
  * The fast path. D0 = W − Q0 (the given headers) and H D0ᵀ come from one GEMM; then, for a chunk
- * of rows and each parameter l (block k, basis p), T_l = Φ_l H[cols_k, :]: [rows, G]·[G, in]
- * (H symmetric) is a GEMM, and A_jl(r) = Σ_t φ_j(r)[t] T_l[r, col_j + t] for j <= l reads it.
+ * of rows and each parameter l (block k, basis p), T_l = Φ_l H[cols_k, :end]: [rows, G]·[G, end]
+ * (H symmetric; end = the block's last column + 1) is a GEMM, and A_jl(r) = Σ_t φ_j(r)[t]
+ * T_l[r, col_j + t] for j <= l reads it (A is symmetric).
  * Each row then solves A δ = c' with c'_j = φ_jᵀ H d0 (the step from its stored θ0, the same
  * optimum as A θ = Φ H w), rounds θ0 + δ to the header dtype, and keeps it only when its error
  * e1 = e0 − 2 δᵀ c' + δᵀ A δ (δ: the stored step) is below e0 = d0 H d0ᵀ.
@@ -302,11 +303,14 @@ export async function refitHeaders(packed: Uint8Array, codec: BlockCodec, w: Flo
     for (let l = 0; l < P; l++) {
       const col = Math.floor(l / per) * G;
       for (let r = 0; r < rn; r++) for (let t = 0; t < G; t++) Phil[r * G + t] = phi[r * P * G + l * G + t];
-      // T: [rn, in] = Φ_l H[cols_l, :]
-      const T = await matmul(rn === R ? Phil : Phil.subarray(0, rn * G), H32.subarray(col * inp, (col + G) * inp), rn, inp, G);
+      // T: [rn, end] = Φ_l H[cols_l, :end]; A_jl for j <= l reads only the columns before end
+      const end = col + G;
+      const Hl = new Float32Array(G * end);
+      for (let t = 0; t < G; t++) Hl.set(H32.subarray((col + t) * inp, (col + t) * inp + end), t * end);
+      const T = await matmul(rn === R ? Phil : Phil.subarray(0, rn * G), Hl, rn, end, G);
       for (let r = 0; r < rn; r++) {
         const po = r * P * G;
-        const to = r * inp;
+        const to = r * end;
         const ao = r * P * P;
         for (let j = 0; j <= l; j++) {
           const cj = Math.floor(j / per) * G;
