@@ -208,9 +208,10 @@ export function gptqQuantizeNaive(w: Float32Array, out: number, inp: number, H: 
 
 /**
  * w: [out, in], H: [in, in] -> the packed codes. Lazy batches of B columns: inside a batch the
- * column loop updates only the batch's columns; the rest of every row gets the batch's errors in
- * one float32 GEMM, W[:, j1:] −= Err[:, batch] · U[batch, j1:] (tensor/gemm.ts matmul), which is
- * where GPTQ spends out·in²/2 multiply-adds. The factor U is inverseFactorFast's (cached per H).
+ * column loop updates only the batch's columns (in sub-batches of g columns, the rest of the batch
+ * by a small GEMM); the rest of every row gets the batch's errors in one float32 GEMM,
+ * W[:, j1:] −= Err[:, batch] · U[batch, j1:] (tensor/gemm.ts matmul), which is where GPTQ spends
+ * out·in²/2 multiply-adds. The factor U is inverseFactorFast's (cached per H).
  * The twin is gptqQuantizeNaive; the two agree to float32 rounding of the fed-forward errors
  * (tested on tr(ΔW H ΔWᵀ) and on the share of equal codes).
  */
