@@ -128,7 +128,7 @@ test('calibration cache: save and load round-trip (float32), key kept; a non-cal
   assert.throws(() => loadCalibration(other), /not a moepress calibration file/);
 });
 
-test('uncalibrated experts (no tokens, or fewer than the matrix has inputs) get the data-free treatment, byte for byte, and are listed', () => {
+test('uncalibrated experts (no tokens, or fewer than the matrix has inputs) get the data-free treatment, byte for byte, and are listed', async () => {
   const H = 32, I = 16;
   const lc: LayerCalib = { layer: 0, E: 3, I, H, tokens: 40, experts: [fakeExpert(H, I, 40, 3), fakeExpert(H, I, 0, 4), fakeExpert(H, I, 20, 5)] };
   const codec = codecById('q3s-g16');
@@ -136,15 +136,15 @@ test('uncalibrated experts (no tokens, or fewer than the matrix has inputs) get 
   const rng = new Rng(8);
   const w0 = rng.normals(I * H, 0.1);
   const w1 = rng.normals(I * H, 0.1);
-  const calibrated = q.quantize(w0, 'gate', 0, codec);
-  const gptq = gptqQuantize(w0, I, H, lc.experts[0].xtx, codec, { damp: 0.01 }).packed;
-  assert.deepEqual(calibrated, refitHeaders(gptq, codec, w0, I, H, lc.experts[0].xtx).packed, 'GPTQ codes, refit headers');
+  const calibrated = await q.quantize(w0, 'gate', 0, codec);
+  const gptq = (await gptqQuantize(w0, I, H, lc.experts[0].xtx, codec, { damp: 0.01 })).packed;
+  assert.deepEqual(calibrated, (await refitHeaders(gptq, codec, w0, I, H, lc.experts[0].xtx)).packed, 'GPTQ codes, refit headers');
   assert.notDeepEqual(calibrated, codec.quantize(w0), 'a calibrated expert is not quantized plainly');
-  assert.deepEqual(q.quantize(w1, 'gate', 1, codec), codec.quantize(w1));
-  assert.deepEqual(q.quantize(w1, 'down', 1, codec), codec.quantize(w1));
+  assert.deepEqual(await q.quantize(w1, 'gate', 1, codec), codec.quantize(w1));
+  assert.deepEqual(await q.quantize(w1, 'down', 1, codec), codec.quantize(w1));
   // 20 tokens: enough for down (16 inputs), too few for gate (32 inputs: a singular Σ x xᵀ)
-  assert.deepEqual(q.quantize(w1, 'gate', 2, codec), codec.quantize(w1));
-  assert.notDeepEqual(q.quantize(w1, 'down', 2, codec), codec.quantize(w1));
+  assert.deepEqual(await q.quantize(w1, 'gate', 2, codec), codec.quantize(w1));
+  assert.notDeepEqual(await q.quantize(w1, 'down', 2, codec), codec.quantize(w1));
   const c = q.choices()!;
   assert.deepEqual(c.uncalibrated, [1, 2]);
   assert.equal(c.gptqMatrices, 2);

@@ -3,8 +3,8 @@
  * Hessian proxy H: [in, in] = Σ x xᵀ of the matrix's inputs, written into EXACTLY the packed block
  * layout of an existing codec (quant/codec.ts), so the runtime dequantizes it unchanged.
  *
- *   gptqQuantize(w, out, inp, H, codec, opts?) -> { packed, dequantized, lambda, tries }
- *   gptqQuantizeNaive(...)   the same, one column at a time over the whole row tail (the twin)
+ *   await gptqQuantize(w, out, inp, H, codec, opts?) -> { packed, dequantized, lambda }
+ *   gptqQuantizeNaive(...)   the same, one column at a time over the whole row tail, float64 (the twin)
  *   gptqApplies(codec, inp)  whether the codec's blocks tile rows (inp % blockSize === 0)
  *
  * Layout check: codecs quantize the row-major [out, in] matrix as one vector cut into blocks of G
@@ -23,10 +23,13 @@
  *
  * The fast version uses GPTQ's lazy batches: within a batch of B columns (a multiple of G, so that a
  * group's header sees all earlier errors) only the batch is updated; the rest of the row gets the
- * batch's errors afterwards. Each W[r, k] receives the same
- * subtractions in the same order as in the naive loop, so the two agree bit for bit.
+ * batch's errors afterwards as one float32 GEMM. Its results equal the naive loop's up to that
+ * rounding (a few codes on the edge between two grid points flip). The act-order path (static
+ * groups) stays in float64 JS; its lazy batches agree with its naive loop bit for bit.
  */
 import { MoepressError } from '../../io/errors.js';
+import { matmul } from '../../tensor/gemm.js';
+import { choleskyBlocked, upperInverseBlocked } from '../../tensor/linalg/blocked.js';
 import { cholesky, upperInverse } from '../../tensor/svd.js';
 import type { BlockCodec } from '../quant/codec.js';
 import { blockGrid, codeFor, headerBytes, type BlockGrid } from '../quant/grid.js';
@@ -60,7 +63,7 @@ export function gptqApplies(codec: BlockCodec, inp: number): boolean {
 }
 
 /** H: [n, n] -> U: [n, n] upper with H⁻¹ = Uᵀ U, after dampening (retried with more on failure). */
-function inverseFactor(H: ArrayLike<number>, n: number, damp: number): { U: Float64Array; lambda: number } {
+export function inverseFactor(H: ArrayLike<number>, n: number, damp: number): { U: Float64Array; lambda: number } {
   let d = damp;
   for (let attempt = 0; attempt < 5; attempt++, d *= 10) {
     const { H: Hd, lambda } = dampedHessian(H, n, d);
@@ -94,11 +97,46 @@ interface Setup {
   blocksPerRow: number;
 }
 
-function setup(w: Float32Array, out: number, inp: number, H: ArrayLike<number>, codec: BlockCodec, damp: number): Setup {
+/**
+ * The fast path's U: H = V Vᵀ with V upper is H's Cholesky factor with rows and columns reversed
+ * (J H J = Rᵀ R gives V = J Rᵀ J), and U = V⁻¹ = J R⁻ᵀ J, so one Cholesky and one triangular
+ * inverse (n³/3 multiply-adds) replace inverseFactor's two Cholesky, inverse and product (2n³/3),
+ * and both are blocked so that their bulk is float32 GEMMs (tensor/linalg/blocked.ts).
+ * Cached per H array (gate and up of an expert share one H): H must not change after the call.
+ */
+const factorCache = new WeakMap<object, Map<number, { U: Float64Array; lambda: number }>>();
+
+export async function inverseFactorFast(H: ArrayLike<number>, n: number, damp: number): Promise<{ U: Float64Array; lambda: number }> {
+  const byDamp = factorCache.get(H as object) ?? new Map<number, { U: Float64Array; lambda: number }>();
+  const hit = byDamp.get(damp);
+  if (hit) return hit;
+  let d = damp;
+  for (let attempt = 0; attempt < 5; attempt++, d *= 10) {
+    const { H: Hd, lambda } = dampedHessian(H, n, d);
+    const Hr = new Float64Array(n * n); // J Hd J
+    for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) Hr[i * n + j] = Hd[(n - 1 - i) * n + (n - 1 - j)];
+    const R = await choleskyBlocked(Hr, n);
+    if (R === null) continue;
+    const Ri = await upperInverseBlocked(R, n);
+    const U = new Float64Array(n * n);
+    for (let i = 0; i < n; i++) for (let j = i; j < n; j++) U[i * n + j] = Ri[(n - 1 - j) * n + (n - 1 - i)];
+    const f = { U, lambda };
+    byDamp.set(damp, f);
+    factorCache.set(H as object, byDamp);
+    return f;
+  }
+  throw new MoepressError(`GPTQ: the Hessian [${n}, ${n}] is not positive definite even with dampening ${d / 10} of its mean diagonal`);
+}
+
+function checkInputs(w: Float32Array, out: number, inp: number, H: ArrayLike<number>, codec: BlockCodec): void {
   if (w.length !== out * inp) throw new MoepressError(`GPTQ: w has ${w.length} entries, expected [${out}, ${inp}]`);
   if (H.length !== inp * inp) throw new MoepressError(`GPTQ: H has ${H.length} entries, expected [${inp}, ${inp}]`);
   if (!gptqApplies(codec, inp)) throw new MoepressError(`GPTQ: codec ${codec.id} has blocks of ${codec.blockSize} values, which do not tile rows of ${inp}`);
-  const { U, lambda } = inverseFactor(H, inp, damp);
+}
+
+function setup(w: Float32Array, out: number, inp: number, H: ArrayLike<number>, codec: BlockCodec, damp: number, factor = inverseFactor): Setup {
+  checkInputs(w, out, inp, H, codec);
+  const { U, lambda } = factor(H, inp, damp);
   // Importances for the codec's scale search: diag(H), dead inputs at the mean (as dampedHessian
   // treats them), all ones for an all-zero H; the dampening is left out, so H = I gives weights 1.
   const diag = new Float32Array(inp);
@@ -168,41 +206,71 @@ export function gptqQuantizeNaive(w: Float32Array, out: number, inp: number, H: 
   return finish(s, codec, out, inp);
 }
 
-export function gptqQuantize(w: Float32Array, out: number, inp: number, H: ArrayLike<number>, codec: BlockCodec, opts: GptqOptions = {}): GptqResult {
+/**
+ * w: [out, in], H: [in, in] -> the packed codes. Lazy batches of B columns: inside a batch the
+ * column loop updates only the batch's columns (in sub-batches of g columns, the rest of the batch
+ * by a small GEMM); the rest of every row gets the batch's errors in one float32 GEMM,
+ * W[:, j1:] −= Err[:, batch] · U[batch, j1:] (tensor/gemm.ts matmul), which is where GPTQ spends
+ * out·in²/2 multiply-adds. The factor U is inverseFactorFast's (cached per H).
+ * The twin is gptqQuantizeNaive; the two agree to float32 rounding of the fed-forward errors
+ * (tested on tr(ΔW H ΔWᵀ) and on the share of equal codes).
+ */
+export async function gptqQuantize(w: Float32Array, out: number, inp: number, H: ArrayLike<number>, codec: BlockCodec, opts: GptqOptions = {}): Promise<GptqResult> {
   if (opts.actOrder) return gptqStatic(w, out, inp, H, codec, opts.damp ?? 0.01, Math.max(1, opts.batch ?? 128));
-  const s = setup(w, out, inp, H, codec, opts.damp ?? 0.01);
+  checkInputs(w, out, inp, H, codec);
+  const factor = await inverseFactorFast(H, inp, opts.damp ?? 0.01);
+  const s = setup(w, out, inp, H, codec, opts.damp ?? 0.01, () => factor);
   // A group's header is chosen on values that have received every earlier column's error, so a
   // batch holds whole groups: B is rounded to a multiple of G.
   const G = codec.blockSize;
   const B = Math.max(G, Math.floor((opts.batch ?? 128) / G) * G);
+  // Inside a batch, sub-batches of g columns (whole groups, >= 32): the column loop updates only
+  // its sub-batch; the rest of the batch gets the sub-batch's errors by a small GEMM. The JS loop
+  // then costs out·in·g/2 instead of out·in·B/2 multiply-adds.
+  const g = Math.min(B, G * Math.ceil(32 / G));
   const err = new Float64Array(out * B); // [out, B]: the batch's scaled errors
   const U = s.U;
   const W = s.W;
   for (let j0 = 0; j0 < inp; j0 += B) {
     const j1 = Math.min(inp, j0 + B);
-    for (let j = j0; j < j1; j++) {
-      if (j % s.G === 0) startGroup(s, codec, out, inp, j);
-      quantizeColumn(s, codec, out, inp, j, err, B, j - j0);
-      for (let r = 0; r < out; r++) {
-        const e = err[r * B + j - j0];
-        const o = r * inp;
+    for (let s0 = j0; s0 < j1; s0 += g) {
+      const s1 = Math.min(j1, s0 + g);
+      for (let j = s0; j < s1; j++) {
+        if (j % G === 0) startGroup(s, codec, out, inp, j);
+        quantizeColumn(s, codec, out, inp, j, err, B, j - j0);
         const uo = j * inp;
-        for (let k = j + 1; k < j1; k++) W[o + k] -= e * U[uo + k];
+        for (let r = 0; r < out; r++) {
+          const e = err[r * B + j - j0];
+          const o = r * inp;
+          for (let k = j + 1; k < s1; k++) W[o + k] -= e * U[uo + k];
+        }
+        if (j % G === G - 1) endGroup(s, codec, out, j);
       }
-      if (j % s.G === s.G - 1) endGroup(s, codec, out, j);
+      await subtractProduct(s, out, inp, err, B, s0 - j0, s1 - s0, s0, s1, j1);
     }
-    // The rest of each row, batch columns in order (same order of subtractions as the naive loop).
-    for (let r = 0; r < out; r++) {
-      const o = r * inp;
-      for (let b = 0; b < j1 - j0; b++) {
-        const e = err[r * B + b];
-        if (e === 0) continue;
-        const uo = (j0 + b) * inp;
-        for (let k = j1; k < inp; k++) W[o + k] -= e * U[uo + k];
-      }
-    }
+    await subtractProduct(s, out, inp, err, B, 0, j1 - j0, j0, j1, inp);
   }
   return finish(s, codec, out, inp);
+}
+
+/**
+ * W[:, c0:c1] −= Err[:, e0:e0+ne] · U[u0:u0+ne, c0:c1] as one float32 GEMM: err: [out, B] holds the
+ * scaled errors of the columns u0.. at e0.. (tensor/gemm.ts matmul; [out, ne]·[ne, c1−c0]).
+ */
+async function subtractProduct(s: Setup, out: number, inp: number, err: Float64Array, B: number, e0: number, ne: number, u0: number, c0: number, c1: number): Promise<void> {
+  const cols = c1 - c0;
+  if (cols === 0 || ne === 0) return;
+  const E32 = new Float32Array(out * ne);
+  for (let r = 0; r < out; r++) for (let b = 0; b < ne; b++) E32[r * ne + b] = err[r * B + e0 + b];
+  const Ub = new Float32Array(ne * cols);
+  for (let b = 0; b < ne; b++) for (let k = 0; k < cols; k++) Ub[b * cols + k] = s.U[(u0 + b) * inp + c0 + k];
+  const upd = await matmul(E32, Ub, out, cols, ne);
+  const W = s.W;
+  for (let r = 0; r < out; r++) {
+    const o = r * inp + c0;
+    const uo = r * cols;
+    for (let k = 0; k < cols; k++) W[o + k] -= upd[uo + k];
+  }
 }
 
 /**

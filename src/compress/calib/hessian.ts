@@ -13,6 +13,9 @@
  *   hessianError(w, what, H): w, ŵ: [out, in] row-major, H: [in, in] -> tr((W − Ŵ) H (W − Ŵ)ᵀ)
  *     = Σ over calibration tokens of ‖(W − Ŵ) x‖², the matrix's output error on its own inputs
  *     (for down with a diagonal H, the diagonal approximation of it). `out` is w.length / in.
+ *   await hessianErrorFast(w, what, H): the same as one float32 GEMM (ΔW H through tensor/gemm.ts),
+ *     for real-size matrices (out·in² multiply-adds); hessianError is its float64 twin.
+ *   hessianF32(H): H as float32 for GEMMs, cached per H array (H must not change afterwards).
  *   hessianErrorDiag(w, what, d): the same with H = diag(d), O(out·in).
  *   hessianDiagonal(calib, m, minTokens = 1): the diagonal alone when that is all collection kept
  *     (down with I > maxFullI), else null: callers then quantize with importances diag (what GPTQ
@@ -24,6 +27,7 @@
  *     H is all zero. Returns the matrix and λ.
  */
 import { MoepressError } from '../../io/errors.js';
+import { matmul } from '../../tensor/gemm.js';
 import type { MatrixName } from '../parts.js';
 import type { ExpertCalib } from './types.js';
 
@@ -78,6 +82,30 @@ export function hessianError(w: Float32Array, what: Float32Array, H: ArrayLike<n
       total += dj * (H[o + j] * dj + 2 * s);
     }
   }
+  return total;
+}
+
+const f32Cache = new WeakMap<object, Float32Array>();
+
+export function hessianF32(H: ArrayLike<number>): Float32Array {
+  if (H instanceof Float32Array) return H;
+  let h = f32Cache.get(H as object);
+  if (!h) {
+    h = Float32Array.from(H);
+    f32Cache.set(H as object, h);
+  }
+  return h;
+}
+
+export async function hessianErrorFast(w: Float32Array, what: Float32Array, H: ArrayLike<number>): Promise<number> {
+  const n = sideOf(H, 'hessianErrorFast');
+  if (w.length !== what.length || w.length % n !== 0) throw new MoepressError(`hessianErrorFast: w has ${w.length} and ŵ ${what.length} entries, expected equal multiples of in = ${n}`);
+  const rows = w.length / n;
+  const D = new Float32Array(w.length);
+  for (let i = 0; i < w.length; i++) D[i] = w[i] - what[i];
+  const DH = await matmul(D, hessianF32(H), rows, n, n); // [out, in]
+  let total = 0;
+  for (let i = 0; i < D.length; i++) total += D[i] * DH[i];
   return total;
 }
 

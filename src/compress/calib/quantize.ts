@@ -2,7 +2,7 @@
  * Calibration-aware quantization of one expert matrix, as the `quant` and `ders-quant` methods use it.
  *
  *   new CalibratedQuantizer(calib: LayerCalib | null, I, H)
- *   .quantize(w, m, e, codec) -> packed bytes in codec's layout (quant/codec.ts), so nothing changes
+ *   await .quantize(w, m, e, codec) -> packed bytes in codec's layout (quant/codec.ts), so nothing changes
  *     for the runtime. With calibration and blocks that tile rows: GPTQ (calib/gptq.ts) against the
  *     expert's own Hessian proxy (xtx for gate/up, ata for down; for a delta W − base the output
  *     error (Δ − Δ̂) x has the same Hessian), its block headers then refit on that error
@@ -38,14 +38,14 @@ export class CalibratedQuantizer {
 
   constructor(private readonly calib: LayerCalib | null, private readonly I: number, private readonly H: number) {}
 
-  quantize(w: Float32Array, m: MatrixName, e: number, codec: BlockCodec): Uint8Array {
+  async quantize(w: Float32Array, m: MatrixName, e: number, codec: BlockCodec): Promise<Uint8Array> {
     const [out, inp] = matrixShape(m, this.I, this.H);
     const ec = this.calib?.experts[e];
     const diag = ec && gptqApplies(codec, inp) ? hessianDiagonal(ec, m, inp) : null;
     if (diag) {
       // GPTQ with a diagonal H feeds nothing forward: the codec with importances diag, then the refit
       this.gptq++;
-      return refitHeaders(codec.quantize(w, diagonalImportance(diag, out)), codec, w, out, inp, diag).packed;
+      return (await refitHeaders(codec.quantize(w, diagonalImportance(diag, out)), codec, w, out, inp, diag)).packed;
     }
     const hess = ec ? hessianFor(ec, m, inp) : null;
     if (ec && !hess) this.uncalibrated.add(e);
@@ -55,7 +55,8 @@ export class CalibratedQuantizer {
     }
     this.gptq++;
     // GPTQ's codes, then its block headers refit on the same output error (refit.ts)
-    return refitHeaders(gptqQuantize(w, out, inp, hess, codec, { damp: GPTQ_DAMP }).packed, codec, w, out, inp, hess).packed;
+    const g = await gptqQuantize(w, out, inp, hess, codec, { damp: GPTQ_DAMP });
+    return (await refitHeaders(g.packed, codec, w, out, inp, hess)).packed;
   }
 
   /** null without calibration (data-free run). */

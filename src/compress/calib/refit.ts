@@ -14,16 +14,21 @@
  * matrix worse on its own objective. GPTQ fixes each block's scale before the later columns'
  * errors are known; this joint refit is what it leaves on the table.
  *
- *   refitHeaders(packed, codec, w, out, inp, H) -> { packed (a new buffer), before, after, rows }
- *     before/after: tr(ΔW H ΔWᵀ) with the given and the refit headers; rows: rows changed.
- *   refitHeadersNaive(...)  the same from the dense Φ (P × inp) per row, in float64 (the twin)
+ *   await refitHeaders(packed, codec, w, out, inp, H) -> { packed (a new buffer), before, after, rows }
+ *     before/after: tr(ΔW H ΔWᵀ) with the given and the refit headers; rows: rows changed. The
+ *     normal equations of all rows come from float32 GEMMs (tensor/gemm.ts), one block column of
+ *     H at a time, so a real-size matrix costs seconds, not the out·in² JS loop of the per-row form.
+ *   refitHeadersRows(...)   the same row by row in float64 (the fast path's twin; used for a diagonal H)
+ *   refitHeadersNaive(...)  the same from the dense Φ (P × inp) per row, in float64 (the rows' twin)
  *
  * Needs blocks that tile rows (inp % blockSize === 0), as GPTQ does (gptqApplies). H may be a
  * diagonal, given as its inp values (down's Σ a aᵀ above maxFullI): then blocks decouple and each
  * block's one or two parameters are a weighted least-squares fit of its own values, O(out·in).
  */
 import { MoepressError } from '../../io/errors.js';
+import { matmul } from '../../tensor/gemm.js';
 import { cholesky } from '../../tensor/svd.js';
+import { hessianF32 } from './hessian.js';
 import { encodeScale, decodeScale, readU16, writeU16 } from '../quant/block.js';
 import type { BlockCodec } from '../quant/codec.js';
 import { blockGrid, headerBytes } from '../quant/grid.js';
@@ -254,8 +259,121 @@ function refit(packed: Uint8Array, codec: BlockCodec, w: Float32Array, out: numb
   return { packed: result, before, after, rows };
 }
 
-export function refitHeaders(packed: Uint8Array, codec: BlockCodec, w: Float32Array, out: number, inp: number, H: ArrayLike<number>): RefitResult {
+/** The per-row float64 version (the fast path's twin, and what it runs for a diagonal H). */
+export function refitHeadersRows(packed: Uint8Array, codec: BlockCodec, w: Float32Array, out: number, inp: number, H: ArrayLike<number>): RefitResult {
   return refit(packed, codec, w, out, inp, H, normalEquations);
+}
+
+/** Rows per chunk of the fast path: its normal equations (rows · P² float64) stay near 256 MB. */
+const CHUNK_VALUES = 32 * 1024 * 1024;
+
+/**
+ * The fast path. D0 = W − Q0 (the given headers) and H D0ᵀ come from one GEMM; then, for a chunk
+ * of rows and each parameter l (block k, basis p), T_l = Φ_l H[cols_k, :end]: [rows, G]·[G, end]
+ * (H symmetric; end = the block's last column + 1) is a GEMM, and A_jl(r) = Σ_t φ_j(r)[t]
+ * T_l[r, col_j + t] for j <= l reads it (A is symmetric).
+ * Each row then solves A δ = c' with c'_j = φ_jᵀ H d0 (the step from its stored θ0, the same
+ * optimum as A θ = Φ H w), rounds θ0 + δ to the header dtype, and keeps it only when its error
+ * e1 = e0 − 2 δᵀ c' + δᵀ A δ (δ: the stored step) is below e0 = d0 H d0ᵀ.
+ */
+export async function refitHeaders(packed: Uint8Array, codec: BlockCodec, w: Float32Array, out: number, inp: number, H: ArrayLike<number>): Promise<RefitResult> {
+  check(codec, packed, w, out, inp, H);
+  if (H.length === inp) return refitHeadersRows(packed, codec, w, out, inp, H);
+  const G = codec.blockSize;
+  const per = paramsPerBlock(codec);
+  const blocks = inp / G;
+  const P = blocks * per;
+  const H32 = hessianF32(H);
+  const D0 = codec.dequantize(packed, out * inp);
+  for (let i = 0; i < D0.length; i++) D0[i] = w[i] - D0[i];
+  const HD = await matmul(D0, H32, out, inp, inp); // [out, in]: row r is H d0_r
+  const result = Uint8Array.from(packed);
+  const codes = new Uint8Array(G);
+  const R = Math.max(1, Math.min(out, Math.floor(CHUNK_VALUES / (P * P))));
+  const phi = new Float64Array(R * P * G); // [R, P·G]: row r's bases as rowBases lays them out
+  const A = new Float64Array(R * P * P);
+  const Phil = new Float32Array(R * G);
+  const c = new Float64Array(P);
+  let before = 0;
+  let after = 0;
+  let rows = 0;
+  for (let r0 = 0; r0 < out; r0 += R) {
+    const rn = Math.min(R, out - r0);
+    for (let r = 0; r < rn; r++) rowBases(codec, packed, r0 + r, P, codes, phi.subarray(r * P * G, (r + 1) * P * G));
+    for (let l = 0; l < P; l++) {
+      const col = Math.floor(l / per) * G;
+      for (let r = 0; r < rn; r++) for (let t = 0; t < G; t++) Phil[r * G + t] = phi[r * P * G + l * G + t];
+      // T: [rn, end] = Φ_l H[cols_l, :end]; A_jl for j <= l reads only the columns before end
+      const end = col + G;
+      const Hl = new Float32Array(G * end);
+      for (let t = 0; t < G; t++) Hl.set(H32.subarray((col + t) * inp, (col + t) * inp + end), t * end);
+      const T = await matmul(rn === R ? Phil : Phil.subarray(0, rn * G), Hl, rn, end, G);
+      for (let r = 0; r < rn; r++) {
+        const po = r * P * G;
+        const to = r * end;
+        const ao = r * P * P;
+        for (let j = 0; j <= l; j++) {
+          const cj = Math.floor(j / per) * G;
+          let s = 0;
+          for (let t = 0; t < G; t++) s += phi[po + j * G + t] * T[to + cj + t];
+          A[ao + j * P + l] = s;
+          A[ao + l * P + j] = s;
+        }
+      }
+    }
+    for (let r = 0; r < rn; r++) {
+      const row = r0 + r;
+      const po = r * P * G;
+      const ho = row * inp;
+      let e0 = 0;
+      for (let i = 0; i < inp; i++) e0 += D0[ho + i] * HD[ho + i];
+      before += e0;
+      for (let j = 0; j < P; j++) {
+        const cj = Math.floor(j / per) * G;
+        let s = 0;
+        for (let t = 0; t < G; t++) s += phi[po + j * G + t] * HD[ho + cj + t];
+        c[j] = s;
+      }
+      const Ar = A.subarray(r * P * P, (r + 1) * P * P);
+      const theta0 = rowParams(codec, packed, row, blocks);
+      const delta = solve(Ar, c, P);
+      let e1 = Infinity;
+      if (delta) {
+        for (let j = 0; j < P; j++) delta[j] += theta0[j];
+        const stored = writeParams(codec, result, row, blocks, delta);
+        if (stored) {
+          for (let j = 0; j < P; j++) stored[j] -= theta0[j];
+          e1 = e0 - 2 * dot(stored, c, P) + quadratic(Ar, stored, P);
+        }
+      }
+      if (e1 < e0) {
+        after += e1;
+        rows++;
+      } else {
+        after += e0;
+        writeParams(codec, result, row, blocks, theta0);
+      }
+    }
+  }
+  return { packed: result, before, after, rows };
+}
+
+function dot(a: Float64Array, b: Float64Array, n: number): number {
+  let s = 0;
+  for (let i = 0; i < n; i++) s += a[i] * b[i];
+  return s;
+}
+
+/** xᵀ A x for A: [n, n]. */
+function quadratic(A: Float64Array, x: Float64Array, n: number): number {
+  let s = 0;
+  for (let i = 0; i < n; i++) {
+    if (x[i] === 0) continue;
+    let t = 0;
+    for (let j = 0; j < n; j++) t += A[i * n + j] * x[j];
+    s += x[i] * t;
+  }
+  return s;
 }
 
 /** The twin: A and c from the dense bases Φ: [P, inp] (zeros outside each block), H Φᵀ in full. */

@@ -21,7 +21,7 @@ import { candidateLabel, cheapestFraction, COMPOUNDING, DEFAULT_FAMILY, measureC
 import { calibratedWeighting, codecImportance, dataFreeWeighting, layerContext, weightedError, type ExpertWeighting, type ProxyKind } from '../auto/weighting.js';
 import { gptqApplies, gptqQuantize } from '../calib/gptq.js';
 import { refitHeaders } from '../calib/refit.js';
-import { diagonalImportance, hessianDiagonal, hessianError, hessianErrorDiag, hessianFor } from '../calib/hessian.js';
+import { diagonalImportance, hessianDiagonal, hessianErrorDiag, hessianErrorFast, hessianFor } from '../calib/hessian.js';
 import type { LayerCalib } from '../calib/types.js';
 import { expertBuffers, readExpert, type ExpertSource } from '../experts-io.js';
 import { budgetError, referenceBytes, type LayerMeasure, type LayerStore, type Method, type MethodOptions } from '../method.js';
@@ -119,20 +119,20 @@ interface Plan {
  * the block headers refit by least squares on that error with the codes fixed (calib/refit.ts;
  * measured on the mixtral fixture at budget 0.125: 15.28 -> 14.98).
  */
-function encodeMatrix(v: Float32Array, out: number, inp: number, codec: BlockCodec, importance: Float32Array | undefined, hess: Float64Array | null, diag: Float64Array | null): { packed: Uint8Array; gptq: boolean } {
+async function encodeMatrix(v: Float32Array, out: number, inp: number, codec: BlockCodec, importance: Float32Array | undefined, hess: Float64Array | null, diag: Float64Array | null): Promise<{ packed: Uint8Array; gptq: boolean }> {
   const plain = codec.quantize(v, importance);
   if (diag && gptqApplies(codec, inp)) {
     // a diagonal Hessian (down above maxFullI): GPTQ reduces to the codec with importances diag
     const g = codec.quantize(v, diagonalImportance(diag, out));
     const better = hessianErrorDiag(v, codec.dequantize(g, out * inp), diag) < hessianErrorDiag(v, codec.dequantize(plain, out * inp), diag);
-    return { packed: refitHeaders(better ? g : plain, codec, v, out, inp, diag).packed, gptq: better };
+    return { packed: (await refitHeaders(better ? g : plain, codec, v, out, inp, diag)).packed, gptq: better };
   }
   if (!hess || !gptqApplies(codec, inp)) return { packed: plain, gptq: false };
-  const g = gptqQuantize(v, out, inp, hess, codec);
-  const plainErr = hessianError(v, codec.dequantize(plain, out * inp), hess);
-  const gptqErr = hessianError(v, g.dequantized, hess);
+  const g = await gptqQuantize(v, out, inp, hess, codec);
+  const plainErr = await hessianErrorFast(v, codec.dequantize(plain, out * inp), hess);
+  const gptqErr = await hessianErrorFast(v, g.dequantized, hess);
   const best = gptqErr < plainErr ? { packed: g.packed, gptq: true } : { packed: plain, gptq: false };
-  return { packed: refitHeaders(best.packed, codec, v, out, inp, hess).packed, gptq: best.gptq };
+  return { packed: (await refitHeaders(best.packed, codec, v, out, inp, hess)).packed, gptq: best.gptq };
 }
 
 async function compressAuto(x: ExpertSource, store: LayerStore, opts: MethodOptions) {
@@ -229,23 +229,23 @@ async function compressAuto(x: ExpertSource, store: LayerStore, opts: MethodOpti
     const w = readExpert(x, e, buf);
     const parts: ExpertParts = { gate: [], up: [], down: [] };
     const row: string[] = [];
-    MATRICES.forEach((m, mi) => {
+    for (const [mi, m] of MATRICES.entries()) {
       const [out, inp] = matrixShape(m, I, H);
       const c = chosen.items[e * 3 + mi][chosen.alloc.choice[e * 3 + mi]];
       row.push(candidateLabel(c));
       bits[m] += (8 * c.bytes) / (n * E);
       if (c.delta) parts[m].push(shared![m]);
-      if (c.codec === null) return;
+      if (c.codec === null) continue;
       const codec = codecById(c.codec);
       const v = c.delta ? subtract(w[m], rounded![m]) : w[m];
       const diag = calib ? hessianDiagonal(calib.experts[e], m) : null;
       const hess = calib && !diag ? hessianFor(calib.experts[e], m) : null;
-      const enc = encodeMatrix(v, out, inp, codec, codecImportance(weightings[e][m], out, inp), hess, diag);
+      const enc = await encodeMatrix(v, out, inp, codec, codecImportance(weightings[e][m], out, inp), hess, diag);
       if (enc.gptq) gptqMatrices++;
       const data = enc.packed;
       const ref = store.put(`e${e}.${m}.q`, { dtype: 'U8', shape: [storedBytes(codec, n)], data });
       parts[m].push({ kind: 'quant', codec: codec.id, ref });
-    });
+    }
     labels.push(row);
     builder.add(e, parts, w);
     opts.onProgress?.({ task: `auto layer ${x.layer}: encode`, done: e + 1, total: E, unit: 'experts' });

@@ -45,7 +45,7 @@ async function compressBaseline(kind: Kind, x: ExpertSource, store: LayerStore, 
       const [out, inp] = matrixShape(m, x.I, x.H);
       if (kind === 'prune') parts[m].push(storeTopMagnitude(store, `e${e}.${m}`, w[m], count));
       else if (kind === 'quant') {
-        const ref = store.put(`e${e}.${m}.q`, { dtype: 'U8', shape: [storedBytes(codec!, n)], data: quantizer.quantize(w[m], m, e, codec!) });
+        const ref = store.put(`e${e}.${m}.q`, { dtype: 'U8', shape: [storedBytes(codec!, n)], data: await quantizer.quantize(w[m], m, e, codec!) });
         parts[m].push({ kind: 'quant', codec: codec!.id, ref });
       } else {
         // With calibration: the rank-r factors that minimise the output error on the expert's own

@@ -94,11 +94,11 @@ async function compressDers(kind: Delta, x: ExpertSource, store: LayerStore, opt
   for (let e = 0; e < x.E; e++) {
     const w = readExpert(x, e, buf);
     const parts: ExpertParts = { gate: [shared.gate], up: [shared.up], down: [shared.down] };
-    MATRICES.forEach((m, mi) => {
+    for (const [mi, m] of MATRICES.entries()) {
       const v = perms ? permuteMatrix(w[m], perms[e], m, x.I, x.H) : w[m];
       const delta = subtract(v, rounded[m]);
-      parts[m].push(storeDelta(plan, store, x, opts, e, m, mi, delta, choices, n));
-    });
+      parts[m].push(await storeDelta(plan, store, x, opts, e, m, mi, delta, choices, n));
+    }
     builder.add(e, parts, w);
   }
   const calib = plan.kind === 'quant' ? plan.quantizer.choices() : null;
@@ -108,7 +108,7 @@ async function compressDers(kind: Delta, x: ExpertSource, store: LayerStore, opt
 }
 
 /** One delta matrix, stored as the plan says. */
-function storeDelta(plan: DeltaPlan, store: LayerStore, x: ExpertSource, opts: MethodOptions, e: number, m: MatrixName, mi: number, delta: Float32Array, choices: Record<string, unknown>, n: number): MatrixPart {
+async function storeDelta(plan: DeltaPlan, store: LayerStore, x: ExpertSource, opts: MethodOptions, e: number, m: MatrixName, mi: number, delta: Float32Array, choices: Record<string, unknown>, n: number): Promise<MatrixPart> {
   const local = `e${e}.${m}.delta`;
   if (plan.kind === 'drop') {
     // positions are regenerated from the seed: nothing stored for them
@@ -127,7 +127,7 @@ function storeDelta(plan: DeltaPlan, store: LayerStore, x: ExpertSource, opts: M
     plan.codec = chooseCodec(plan.bytes / referenceBytes(x.E, x.I, x.H), { n, scaleDtype: chooseScaleDtype(delta, 4, 64) });
     choices.codec = plan.codec.id;
   }
-  const ref = store.put(`${local}.q`, { dtype: 'U8', shape: [storedBytes(plan.codec, n)], data: plan.quantizer.quantize(delta, m, e, plan.codec) });
+  const ref = store.put(`${local}.q`, { dtype: 'U8', shape: [storedBytes(plan.codec, n)], data: await plan.quantizer.quantize(delta, m, e, plan.codec) });
   return { kind: 'quant', codec: plan.codec.id, ref };
 }
 
