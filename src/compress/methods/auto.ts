@@ -87,7 +87,7 @@ function summedHessian(calib: LayerCalib | null, m: MatrixName): { hess: Float64
 }
 
 /** The mean (float32, unrounded) stored as `codec`: bf16 when null, else quantized and decoded. */
-function baseForm(mean: Record<MatrixName, Float32Array>, codec: string | null, I: number, H: number, calib: LayerCalib | null): BaseForm {
+async function baseForm(mean: Record<MatrixName, Float32Array>, codec: string | null, I: number, H: number, calib: LayerCalib | null): Promise<BaseForm> {
   const n = I * H;
   const values = {} as Record<MatrixName, Float32Array>;
   if (codec === null) {
@@ -99,7 +99,7 @@ function baseForm(mean: Record<MatrixName, Float32Array>, codec: string | null, 
   for (const m of MATRICES) {
     const [out, inp] = matrixShape(m, I, H);
     const { hess, diag } = summedHessian(calib, m);
-    packed[m] = encodeMatrix(mean[m], out, inp, c, undefined, hess, diag).packed;
+    packed[m] = (await encodeMatrix(mean[m], out, inp, c, undefined, hess, diag)).packed;
     values[m] = c.dequantize(packed[m], n);
   }
   return { codec, bytes: 3 * storedBytes(c, n), values, packed };
@@ -185,7 +185,7 @@ async function compressAuto(x: ExpertSource, store: LayerStore, opts: MethodOpti
     for (const codec of BASE_CODECS) {
       const bytes = codec ? 3 * storedBytes(codecById(codec), n) : 3 * n * 2;
       if (bytes > cap) continue;
-      const form = baseForm(mean, codec, I, H, calib);
+      const form = await baseForm(mean, codec, I, H, calib);
       const items: Candidate[][] = [];
       for (let e = 0; e < E; e++) {
         const w = readExpert(x, e, buf);
