@@ -16,6 +16,7 @@ import { restore } from '../src/compress/restore.js';
 import { loadModel } from '../src/runtime/load-model.js';
 import { loadTokenizer } from '../src/runtime/tokenizer.js';
 import { Transformer } from '../src/runtime/transformer.js';
+import { compressAndHeal } from '../src/train/compress-heal.js';
 import { heal, healTrains } from '../src/train/heal.js';
 import { SHARED, TEST_TEXT } from './helpers/fixtures.js';
 import { TINY_CONFIGS } from './helpers/tiny-configs.js';
@@ -185,6 +186,24 @@ test('heal: refuses a directory that is not compressed, a teacher that does not 
     assert.notEqual(cli.status, 0);
     assert.match(cli.stderr, /--compressed-experts does not apply to healing/);
     assert.ok(!existsSync(out) && !existsSync(`${out}.partial`));
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+  }
+});
+
+test('compressAndHeal (compress --heal): the compressed experts of the same compress, healed against the original, nothing left beside out', { skip: skipCorpus }, async () => {
+  const { root, dir, text } = await setup();
+  try {
+    const req = { model: dir, out: join(root, 'ch'), method: 'quant', budget: 0.15, calib: { file: text, windows: 2 } };
+    await assert.rejects(compressAndHeal({ ...req, calib: undefined }, { steps: 2 }), /give --calib TEXT/);
+    const r = await compressAndHeal(req, { steps: 3, lr: FAST.lr });
+    assert.equal(r.heal.steps, 3);
+    assert.equal(r.manifest.heal?.steps, 3);
+    assert.ok(!existsSync(`${req.out}.unhealed`) && !existsSync(`${req.out}.partial`));
+    const plain = await compress({ ...req, out: join(root, 'plain') });
+    assert.deepEqual(r.manifest.layers, plain.layers);
+    for (const l of plain.layers) assert.ok(readFileSync(join(req.out, expertsFile(l.layer))).equals(readFileSync(join(root, 'plain', expertsFile(l.layer)))), `layer ${l.layer}: experts file`);
+    await assert.rejects(compressAndHeal(req, { steps: 3 }), /already exists/);
   } finally {
     rmSync(root, { recursive: true, force: true });
   }
