@@ -23,7 +23,8 @@ commands:
        [--base mean|median|aligned|expert:N] [--base-from DENSE_DIR] [--layers 0,2-5]
        [--calib TEXT [--calib-windows N] [--calib-seed S]  calibration text (default 128 windows);
          [--calib-mode sequential|original]   each layer on the layers before it as compressed (default)
-         [--calib-cache FILE]]                  or as they were (original; only it can be cached)
+         [--calib-cache FILE]                   or as they were (original; only it can be cached)
+         [--heal N [--heal-lr X]]]              then distill the non-expert tensors from the original
        [--allocate layer|global [--layer-weighting relative|absolute]]  (auto: bytes per layer, or one
                                               allocation across layers under the model-wide budget)
        [--seed S] [--align-iters N] [--resume] [--overwrite] [--json]
