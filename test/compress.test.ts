@@ -12,6 +12,7 @@ import { compress } from '../src/compress/compress.js';
 import { readManifest } from '../src/compress/format.js';
 import { METHODS } from '../src/compress/methods/index.js';
 import { restore } from '../src/compress/restore.js';
+import { estimateRestore } from '../src/compress/restore-estimate.js';
 import { Checkpoint } from '../src/io/checkpoint.js';
 import { MoepressError } from '../src/io/errors.js';
 import { loadModel } from '../src/runtime/load-model.js';
@@ -75,6 +76,14 @@ test('restore with the source dtype gives back the original tensor names, layout
       if (!n.includes('.experts.')) assert.deepEqual(b.read(n).data, a.read(n).data, n);
     }
     assert.ok(b.files().length > 1, 'sharded like the source');
+    // the estimate printed before a restore: exactly the bytes written, the compressed bytes read
+    const est = estimateRestore(out);
+    assert.equal(est.outputBytes, b.names().reduce((sum, n) => sum + b.info(n).byteLength, 0));
+    const c = Checkpoint.open(out);
+    assert.equal(est.inputBytes, c.names().reduce((sum, n) => sum + c.info(n).byteLength, 0));
+    c.close();
+    assert.equal(estimateRestore(out, 'F32').outputBytes - est.outputBytes, 2 * 3 * 4 * 16 * 32 * 2, 'F32 experts: 2 more bytes per expert weight (2 layers × 4 experts × 3 × 16 × 32)');
+    assert.ok(est.peakBytes > est.workingSet.reduce((s2, w) => s2 + w.bytes, 0) && est.seconds > 0);
   } finally {
     for (const d of [dir, out, back]) rmSync(d, { recursive: true, force: true });
   }
