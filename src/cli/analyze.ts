@@ -1,7 +1,9 @@
 /** moepress analyze MODEL [--layers 0,2-5] [--base-from DIR] [--seed S] [--align-iters N] [--json] */
 import { analyzeModel, type Analysis, type Recommendation } from '../compress/analyze.js';
 import { modelArg, parse } from './args.js';
-import { parseLayers } from './compress.js';
+import os from 'node:os';
+import { join } from 'node:path';
+import { parseLayers, printEstimate } from './compress.js';
 import { grid } from './format.js';
 import { progressRenderer } from './progress.js';
 
@@ -16,8 +18,11 @@ export async function analyzeCommand(argv: string[]): Promise<void> {
   const model = modelArg(p, 'analyze');
   const json = p.flag('json');
   const progress = progressRenderer(json);
+  const layers = parseLayers(p.str('layers'));
+  // The analysis's heavy part is the aligned barycenter with its residuals, as `merge` computes them.
+  if (!json) await printEstimate(model, join(os.tmpdir(), 'moepress-analyze'), { method: 'merge', budget: 1, layers, alignIters: p.int('align-iters') });
   const a = await analyzeModel(model, {
-    layers: parseLayers(p.str('layers')),
+    layers,
     baseFrom: p.str('base-from'),
     seed: p.int('seed'),
     alignIters: p.int('align-iters'),

@@ -155,8 +155,8 @@ function fmtDuration(s: number): string {
   return `${(s / 3600).toFixed(1)} h`;
 }
 
-/** Before a long run: estimated peak memory and time on stderr, with this machine's GEMM and disk rates. */
-async function printEstimate(model: string, out: string, req: { method: string; budget: number; base?: BaseKind; layers?: number[]; alignIters?: number; calibTokens?: number }): Promise<void> {
+/** Before a long run: estimated peak memory and time on stderr, with this machine's GEMM and disk rates (analyze uses it too). */
+export async function printEstimate(model: string, out: string, req: { method: string; budget: number; base?: BaseKind; layers?: number[]; alignIters?: number; calibTokens?: number }): Promise<void> {
   let est: CompressEstimate | null;
   try {
     est = estimateForModel(model, req);
