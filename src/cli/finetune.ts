@@ -10,6 +10,7 @@ import { modelArg, parse, UsageError } from './args.js';
 import { healRun } from './heal.js';
 import { fmtCount, table } from './format.js';
 import { progressRenderer } from './progress.js';
+import { trainRunArgs } from './train-args.js';
 
 function lossKind(s: string | undefined): FinetuneLoss | undefined {
   if (s === undefined || (LOSSES as readonly string[]).includes(s)) return s as FinetuneLoss | undefined;
@@ -61,15 +62,7 @@ export async function finetuneCommand(argv: string[]): Promise<void> {
     loss: lossKind(p.str('loss')),
     lr: p.num('lr'),
     modelLr: p.num('model-lr'),
-    batch: p.int('batch'),
-    seqLen: p.int('seq'),
-    accumulate: p.int('accumulate'),
-    seed: p.int('seed'),
-    warmup: p.int('warmup'),
-    checkpointEvery: p.int('checkpoint-every'),
-    resume: p.flag('resume'),
-    overwrite: p.flag('overwrite'),
-    onProgress: progress,
+    ...trainRunArgs(p, progress),
   });
   progress.end();
   const a = r.activeExpertParams;

@@ -8,6 +8,7 @@ import { HEAL_TRAIN_MODES, heal, type HealTrainMode } from '../train/heal.js';
 import { UsageError, type Parsed } from './args.js';
 import { fmtCount, table } from './format.js';
 import { progressRenderer } from './progress.js';
+import { trainRunArgs } from './train-args.js';
 
 function healMode(s: string | undefined): HealTrainMode | undefined {
   if (s === undefined) return undefined;
@@ -28,15 +29,7 @@ export async function healRun(p: Parsed, model: string): Promise<void> {
     steps,
     train: healMode(p.str('train')),
     lr: p.num('lr'),
-    batch: p.int('batch'),
-    seqLen: p.int('seq'),
-    accumulate: p.int('accumulate'),
-    seed: p.int('seed'),
-    warmup: p.int('warmup'),
-    checkpointEvery: p.int('checkpoint-every'),
-    resume: p.flag('resume'),
-    overwrite: p.flag('overwrite'),
-    onProgress: progress,
+    ...trainRunArgs(p, progress),
   });
   progress.end();
   if (json) {

@@ -11,6 +11,7 @@ import type { StoreDType } from '../train/upcycle-write.js';
 import { modelArg, parse, UsageError } from './args.js';
 import { fmtBytes } from './format.js';
 import { progressRenderer } from './progress.js';
+import { trainRunArgs } from './train-args.js';
 
 function parseDType(s: string | undefined): StoreDType | undefined {
   if (s === undefined) return undefined;
@@ -53,9 +54,8 @@ export async function upcycleCommand(argv: string[]): Promise<void> {
   if (p.flag('control')) {
     const progress = progressRenderer(json);
     const r = await trainDenseControl(dense, {
-      out: p.req('out'), text: p.req('text'), steps: required(p.int('steps'), 'steps', 'optimizer steps'), lr: p.num('lr'), warmup: p.int('warmup'),
-      batch: p.int('batch'), seqLen: p.int('seq'), accumulate: p.int('accumulate'), seed: p.int('seed'), checkpointEvery: p.int('checkpoint-every'),
-      resume: p.flag('resume'), overwrite: p.flag('overwrite'), onProgress: progress,
+      out: p.req('out'), text: p.req('text'), steps: required(p.int('steps'), 'steps', 'optimizer steps'), lr: p.num('lr'),
+      ...trainRunArgs(p, progress),
     });
     progress.end();
     const { losses, files: _, ...summary } = r;
@@ -76,17 +76,9 @@ export async function upcycleCommand(argv: string[]): Promise<void> {
     text: p.req('text'),
     steps: required(p.int('steps'), 'steps', 'optimizer steps'),
     lr: p.num('lr'),
-    warmup: p.int('warmup'),
-    batch: p.int('batch'),
-    seqLen: p.int('seq'),
-    accumulate: p.int('accumulate'),
-    seed: p.int('seed'),
-    checkpointEvery: p.int('checkpoint-every'),
+    ...trainRunArgs(p, progress),
     auxCoef: p.num('aux-coef'),
     dtype: parseDType(p.str('dtype')),
-    resume: p.flag('resume'),
-    overwrite: p.flag('overwrite'),
-    onProgress: progress,
   });
   progress.end();
   const m = r.manifest;

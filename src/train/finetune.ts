@@ -15,7 +15,6 @@ import { existsSync, mkdirSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { MoepressError } from '../io/errors.js';
 import { activeExpertParams, type ActiveExpertParams } from '../models/summary.js';
-import type { ProgressFn } from '../progress.js';
 import { hasCompressedExperts, writeCompressedExperts } from '../runtime/compressed-experts.js';
 import { loadModel } from '../runtime/load-model.js';
 import { loadTokenizer } from '../runtime/tokenizer.js';
@@ -29,8 +28,9 @@ import { copyModelFiles, writeModelFiles } from './finetune-output.js';
 import { trainLoop } from './loop.js';
 import { outputPaths, publishOutput } from './output-dir.js';
 import { unsupported } from './model.js';
+import type { TrainRunOptions } from './run-options.js';
 
-export interface FinetuneOptions {
+export interface FinetuneOptions extends TrainRunOptions {
   out: string;
   /** m: compressed experts per token, 1 <= m < K. */
   compressedExperts: number;
@@ -44,28 +44,12 @@ export interface FinetuneOptions {
   lr?: number;
   /** Peak learning rate of the routers (ce+router) or of every model tensor (all); default DEFAULT_LR[train]. */
   modelLr?: number;
-  /** Windows per micro-batch (default 8). */
-  batch?: number;
-  /** Window length S (default 256). */
-  seqLen?: number;
   /**
    * What the fine-tune minimises: 'next-token' cross-entropy on the text, or 'distill', the KL
    * divergence from the original model's own top-K next-token distribution on the same windows.
    * Default DEFAULT_LOSS.
    */
   loss?: FinetuneLoss;
-  /** Micro-batches per optimizer step (default 1). */
-  accumulate?: number;
-  seed?: number;
-  /** Warm-up steps (default min(10, steps / 10)). */
-  warmup?: number;
-  /** Save a training checkpoint every N steps (default 50; 0: never). */
-  checkpointEvery?: number;
-  /** Continue an interrupted run from its last checkpoint. */
-  resume?: boolean;
-  /** Replace an existing output directory. */
-  overwrite?: boolean;
-  onProgress?: ProgressFn;
 }
 
 export type FinetuneLoss = 'next-token' | 'distill';

@@ -13,7 +13,6 @@ import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { MoepressError } from '../io/errors.js';
 import type { ModelConfig } from '../models/canonical.js';
-import type { ProgressFn } from '../progress.js';
 import { isExpertWeight } from '../compress/experts-io.js';
 import { isCompressedDir, packageVersion, type HealRecord } from '../compress/format.js';
 import { MATRICES, matrixShape } from '../compress/parts.js';
@@ -29,6 +28,7 @@ import { TrainableModel, unsupported } from './model.js';
 import { distillKL } from './ops/distill.js';
 import { outputPaths, publishOutput } from './output-dir.js';
 import { writeHealedDir } from './heal-output.js';
+import type { TrainRunOptions } from './run-options.js';
 
 /** Which non-expert tensors train: every one, every one but embed/lm_head, or only norms and routers. */
 export type HealTrainMode = 'all' | 'no-embed' | 'norms+router';
@@ -50,7 +50,7 @@ export function healTrains(mode: HealTrainMode, name: string): boolean {
   return /norm\.weight$/.test(name) || /\.moe\.router\.(weight|bias)$/.test(name);
 }
 
-export interface HealOptions {
+export interface HealOptions extends TrainRunOptions {
   out: string;
   /** The original (uncompressed) model the compressed one was made from. */
   teacher: string;
@@ -60,18 +60,6 @@ export interface HealOptions {
   train?: HealTrainMode;
   /** Peak learning rate; default DEFAULT_HEAL_LR. */
   lr?: number;
-  /** Windows per micro-batch (default 8). */
-  batch?: number;
-  /** Window length S (default 256). */
-  seqLen?: number;
-  accumulate?: number;
-  seed?: number;
-  warmup?: number;
-  /** Save a training checkpoint every N steps (default 50; 0: never). */
-  checkpointEvery?: number;
-  resume?: boolean;
-  overwrite?: boolean;
-  onProgress?: ProgressFn;
 }
 
 export interface HealResult {
