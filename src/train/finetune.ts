@@ -28,7 +28,7 @@ import { copyModelFiles, writeModelFiles } from './finetune-output.js';
 import { trainLoop } from './loop.js';
 import { outputPaths, publishOutput } from './output-dir.js';
 import { unsupported } from './model.js';
-import type { TrainRunOptions } from './run-options.js';
+import { positiveInt, runShape, type TrainRunOptions } from './run-options.js';
 
 export interface FinetuneOptions extends TrainRunOptions {
   out: string;
@@ -92,10 +92,6 @@ export const DEFAULT_TRAIN: TrainMode = 'all';
 
 export const DEFAULT_LR: Record<TrainMode, number> = { ce: 1e-2, 'ce+router': 1e-3, all: 3e-4 };
 
-function positiveInt(name: string, v: number, min = 1): void {
-  if (!(Number.isInteger(v) && v >= min)) throw new MoepressError(`${name} must be an integer >= ${min}, got ${v}`);
-}
-
 /** Refuses what the trainer cannot fine-tune, with the reason and the file to look at. */
 function checkSource(dir: string): void {
   if (hasCompressedExperts(dir)) throw new MoepressError('the model already has compressed experts; fine-tune the original model', { file: dir });
@@ -110,13 +106,7 @@ export async function finetune(moeDir: string, o: FinetuneOptions): Promise<Fine
   const m = o.compressedExperts;
   positiveInt('--compressed-experts', m);
   positiveInt('--steps', o.steps);
-  const batch = o.batch ?? 8;
-  const seqLen = o.seqLen ?? 256;
-  const accumulate = o.accumulate ?? 1;
-  const seed = o.seed ?? 0;
-  positiveInt('--batch', batch);
-  positiveInt('--seq', seqLen, 2);
-  positiveInt('--accumulate', accumulate);
+  const { batch, seqLen, accumulate, seed } = runShape(o);
   const lr = o.lr ?? DEFAULT_LR.ce;
   if (!(lr > 0 && Number.isFinite(lr))) throw new MoepressError(`--lr must be a positive number, got ${lr}`);
   const modelLr = train === 'ce' ? null : o.modelLr ?? DEFAULT_LR[train];

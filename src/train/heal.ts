@@ -28,7 +28,7 @@ import { TrainableModel, unsupported } from './model.js';
 import { distillKL } from './ops/distill.js';
 import { outputPaths, publishOutput } from './output-dir.js';
 import { writeHealedDir } from './heal-output.js';
-import type { TrainRunOptions } from './run-options.js';
+import { positiveInt, runShape, type TrainRunOptions } from './run-options.js';
 
 /** Which non-expert tensors train: every one, every one but embed/lm_head, or only norms and routers. */
 export type HealTrainMode = 'all' | 'no-embed' | 'norms+router';
@@ -79,10 +79,6 @@ export interface HealResult {
   files: string[];
 }
 
-function positiveInt(name: string, v: number, min = 1): void {
-  if (!(Number.isInteger(v) && v >= min)) throw new MoepressError(`${name} must be an integer >= ${min}, got ${v}`);
-}
-
 /** The first canonical config field in which teacher and student differ, or null. */
 export function configMismatch(student: ModelConfig, teacher: ModelConfig): string | null {
   const fields = ['modelType', 'vocabSize', 'hidden', 'numLayers', 'norm', 'normEps', 'attention', 'rope', 'layers', 'moe', 'denseIntermediate', 'tieEmbeddings'] as const;
@@ -123,13 +119,7 @@ export async function heal(dir: string, o: HealOptions): Promise<HealResult> {
   const train = o.train ?? DEFAULT_HEAL_TRAIN;
   if (!HEAL_TRAIN_MODES.includes(train)) throw new MoepressError(`--train must be one of ${HEAL_TRAIN_MODES.join(', ')} when healing; got '${train}'`);
   positiveInt('--steps', o.steps);
-  const batch = o.batch ?? 8;
-  const seqLen = o.seqLen ?? 256;
-  const accumulate = o.accumulate ?? 1;
-  const seed = o.seed ?? 0;
-  positiveInt('--batch', batch);
-  positiveInt('--seq', seqLen, 2);
-  positiveInt('--accumulate', accumulate);
+  const { batch, seqLen, accumulate, seed } = runShape(o);
   const lr = o.lr ?? DEFAULT_HEAL_LR;
   if (!(lr > 0 && Number.isFinite(lr))) throw new MoepressError(`--lr must be a positive number, got ${lr}`);
   if (!existsSync(o.text) || !statSync(o.text).isFile()) throw new MoepressError('text file not found', { file: o.text });
