@@ -11,7 +11,7 @@ import { Checkpoint, INDEX_FILE, writeCheckpoint } from '../io/checkpoint.js';
 import type { RawTensor } from '../io/dtype.js';
 import { MoepressError } from '../io/errors.js';
 import type { ProgressFn } from '../progress.js';
-import { openModel, type ModelSource } from '../runtime/load-model.js';
+import { compressedBank, openModel, type ModelSource } from '../runtime/load-model.js';
 import { expertHubNames, openExpertSource, readDenseFfn } from './experts-io.js';
 import { expertsFile, FORMAT, FORMAT_VERSION, MANIFEST_FILE, packageVersion, type Manifest } from './format.js';
 import { LayerStore, referenceBytes, type BaseKind, type Method, type MethodOptions } from './method.js';
@@ -24,8 +24,7 @@ import { calibrate, openCalibrationStream, type CalibrationRequest } from './cal
 import type { CalibrationStream } from './calib/stream.js';
 import type { Calibration, LayerCalib } from './calib/types.js';
 import { SafetensorsFile } from '../io/safetensors.js';
-import { CompressedExpertBank } from '../runtime/compressed-bank.js';
-import { expertActivation, type ExpertBank } from '../runtime/experts.js';
+import type { ExpertBank } from '../runtime/experts.js';
 
 export interface CompressRequest {
   model: string;
@@ -83,33 +82,26 @@ function calibrationLabel(req: CompressRequest, calib: CalibrationWindows | null
 type CalibrationWindows = Pick<Calibration, 'windows' | 'windowSize' | 'seed'>;
 
 /**
- * Layers 0 .. max(layers) in order. With a calibration stream, each layer's attention runs over the
- * calibration windows, then `visit` (for the layers to compress; `collect` gives the layer's
- * statistics on the stream), then its FFN half with the bank `visit` returns (the layer as
- * compressed) or the original experts. Without a stream, `visit` for each layer to compress.
+ * `visit` for each layer to compress, in order; with a calibration stream, inside its walk
+ * (CalibrationStream.walk: `collect` gives the layer's statistics on the stream, and the bank
+ * `visit` returns, the layer as compressed, carries the windows on to the next layer).
  */
-async function walkLayers(src: ModelSource, stream: CalibrationStream | null, layers: number[], visit: (layer: number, collect: (() => Promise<LayerCalib>) | null) => Promise<ExpertBank | undefined>): Promise<void> {
+async function walkLayers(stream: CalibrationStream | null, layers: number[], visit: (layer: number, collect: (() => Promise<LayerCalib>) | null) => Promise<ExpertBank | undefined>): Promise<void> {
   if (!stream) {
     for (const l of layers) await visit(l, null);
     return;
   }
-  const last = Math.max(...layers);
-  for (let l = 0; l <= last; l++) {
-    await stream.attention(l);
-    const bank = layers.includes(l) ? await visit(l, () => stream.collect(l)) : undefined;
-    await stream.ffn(l, bank);
-  }
-  void src;
+  await stream.walk(layers, (l) => visit(l, () => stream.collect(l)));
 }
 
-/** A finished layer of the partial directory as an expert bank (its experts file read on use). */
+/** A finished layer of the partial directory as an expert bank (its parts read from its experts file). */
 function partialBank(src: ModelSource, dir: string, rec: LayerRecord): ExpertBank {
   const file = SafetensorsFile.open(join(dir, expertsFile(rec.layer)));
-  const moe = src.config.moe!;
-  const tensors = new Map<string, RawTensor>();
-  for (const n of tensorNames(rec)) tensors.set(n, file.read(n));
-  file.close();
-  return new CompressedExpertBank(rec, moe.intermediate, src.config.hidden, (n) => tensors.get(n)!, expertActivation(moe));
+  try {
+    return compressedBank(src, rec, (n) => file.read(n));
+  } finally {
+    file.close();
+  }
 }
 
 /** The dense model's FFN of one layer (only its three tensors are read), checked against the experts' shape. */
@@ -165,7 +157,7 @@ export async function compress(req: CompressRequest): Promise<Manifest> {
   try {
     const planned = allocation === 'global' ? await planCaps(src, partial, layers, method, (l) => optsFor(l, calibration?.layers.get(l) ?? null), req.layerWeighting ?? 'relative') : null;
     let i = 0;
-    await walkLayers(src, stream, layers, async (layer, collect) => {
+    await walkLayers(stream, layers, async (layer, collect) => {
       const recFile = join(partial, `layer-${layer}.json`);
       let rec: LayerRecord;
       if (existsSync(recFile) && existsSync(join(partial, expertsFile(layer)))) {

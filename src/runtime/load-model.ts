@@ -107,10 +107,13 @@ export function modelEntries(src: ModelSource, compressed: Map<number, LayerReco
   return src.arch.canonicalEntries(src.config, (n) => src.checkpoint.has(n)).filter((e) => !(e.layer !== null && compressed.has(e.layer) && isExpertWeight(e.name)));
 }
 
-/** The experts of a compressed layer, prepared from its stored parts (experts-LLLLL.safetensors). */
-export function compressedBank(src: ModelSource, rec: LayerRecord): ExpertBank {
+/**
+ * The experts of a compressed layer, prepared from its stored parts (experts-LLLLL.safetensors),
+ * read through `read` (default: the model's checkpoint); every part is read while the bank is built.
+ */
+export function compressedBank(src: Pick<ModelSource, 'config' | 'checkpoint'>, rec: LayerRecord, read: (name: string) => RawTensor = (n) => src.checkpoint.read(n)): ExpertBank {
   const moe = src.config.moe!;
-  return new CompressedExpertBank(rec, moe.intermediate, src.config.hidden, (n) => src.checkpoint.read(n), expertActivation(moe));
+  return new CompressedExpertBank(rec, moe.intermediate, src.config.hidden, read, expertActivation(moe));
 }
 
 export function loadModel(dir: string, opts: LoadOptions = {}): LoadedModel {

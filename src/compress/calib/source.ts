@@ -98,13 +98,12 @@ export async function calibrate(modelDir: string, req: CalibrationRequest, onPro
   try {
     const stream = await openCalibrationStream(src, req);
     const layers = new Map<number, LayerCalib>();
-    const L = src.config.numLayers;
-    for (let l = 0; l < L; l++) {
-      await stream.attention(l);
-      if (src.config.layers[l].ffn === 'moe') layers.set(l, await stream.collect(l));
-      await stream.ffn(l);
-      onProgress?.({ task: 'calibrate', done: l + 1, total: L, unit: 'layers' });
-    }
+    const moeLayers = src.config.layers.flatMap((spec, l) => (spec.ffn === 'moe' ? [l] : []));
+    await stream.walk(moeLayers, async (l) => {
+      layers.set(l, await stream.collect(l));
+      onProgress?.({ task: 'calibrate', done: layers.size, total: moeLayers.length, unit: 'layers' });
+      return undefined;
+    });
     const calib: Calibration = { source: req.file, windows: stream.windows, windowSize: stream.windowSize, seed: stream.seed, layers };
     if (req.cache) saveCalibration(req.cache, calib, key);
     return calib;

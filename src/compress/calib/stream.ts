@@ -8,6 +8,8 @@
  *     await s.attention(l)             reads layer l's non-expert weights, runs its attention
  *     const lc = await s.collect(l)    statistics of its routed experts (calib/types.ts), experts read one at a time
  *     await s.ffn(l, bank?)            its FFN half: the original experts, or `bank` (the layer as compressed)
+ *   or, for that loop over the layers 0 .. max(layers):
+ *     await s.walk(layers, visit)      visit(l) between attention(l) and ffn(l, its result) for l in layers
  *
  * Peak memory: x, one layer's non-expert weights, one expert, and one layer's statistics
  * (E·H² float64 + Σ aaᵀ), never the model. With `bank` set to each compressed layer, the next
@@ -147,6 +149,20 @@ export class CalibrationStream {
       source.close();
     }
     return lc;
+  }
+
+  /**
+   * Layers 0 .. max(layers) in order: attention(l); for the layers in `layers`, visit(l), which may
+   * collect(l) and returns the bank the FFN half runs through (the layer as compressed) or
+   * undefined for the original experts; then ffn(l, bank).
+   */
+  async walk(layers: number[], visit: (l: number) => Promise<ExpertBank | undefined>): Promise<void> {
+    const last = Math.max(...layers);
+    for (let l = 0; l <= last; l++) {
+      await this.attention(l);
+      const bank = layers.includes(l) ? await visit(l) : undefined;
+      await this.ffn(l, bank);
+    }
   }
 
   /** Layer l's FFN half over every window: the original experts (read one at a time), or `bank`. Drops the layer's weights. */
