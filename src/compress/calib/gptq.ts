@@ -34,7 +34,7 @@ import { cholesky, upperInverse } from '../../tensor/svd.js';
 import type { BlockCodec } from '../quant/codec.js';
 import { blockGrid, codeFor, headerBytes, type BlockGrid } from '../quant/grid.js';
 import { packBits } from '../quant/pack.js';
-import { dampedHessian } from './hessian.js';
+import { dampedHessian, liveDiagonal } from './hessian.js';
 
 export interface GptqOptions {
   /** Dampening as a fraction of mean diag(H) (default 0.01). */
@@ -139,11 +139,7 @@ function setup(w: Float32Array, out: number, inp: number, H: ArrayLike<number>, 
   const { U, lambda } = factor(H, inp, damp);
   // Importances for the codec's scale search: diag(H), dead inputs at the mean (as dampedHessian
   // treats them), all ones for an all-zero H; the dampening is left out, so H = I gives weights 1.
-  const diag = new Float32Array(inp);
-  for (let j = 0; j < inp; j++) diag[j] = Math.max(0, H[j * inp + j]);
-  const live = diag.filter((v) => v > 0);
-  const mean = live.length ? live.reduce((a, b) => a + b, 0) / inp : 1;
-  for (let j = 0; j < inp; j++) if (!(diag[j] > 0)) diag[j] = mean;
+  const diag = Float32Array.from(liveDiagonal(Float64Array.from({ length: inp }, (_, j) => Math.fround(H[j * inp + j]))).d);
   const G = codec.blockSize;
   return {
     W: Float64Array.from(w), U, lambda, diag, packed: new Uint8Array((out * inp / G) * codec.bytesPerBlock),

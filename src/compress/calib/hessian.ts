@@ -20,7 +20,11 @@
  *   hessianDiagonal(calib, m, minTokens = 1): the diagonal alone when that is all collection kept
  *     (down with I > maxFullI), else null: callers then quantize with importances diag (what GPTQ
  *     does with a diagonal H, byte for byte: nothing is fed forward) instead of building [I, I].
- *   diagonalImportance(d, out): those importances per value [out·in], dead inputs at the mean (as setup in gptq.ts).
+ *   diagonalImportance(d, out): those importances per value [out·in], dead inputs at the mean (liveDiagonal).
+ *   liveDiagonal(d): a Hessian diagonal with its dead inputs (d_j <= 0: the input was always 0 on
+ *     the calibration text) at the mean of d over all inputs, as dampedHessian treats them; all ones
+ *     when every input is dead (live false). GPTQ's importances, the diagonal whitening and the
+ *     Wanda-style scales all start from it.
  *   dampedHessian(H, n, damp): H + λ I with λ = damp · mean diag(H), and dead inputs (H_jj <= 0, the
  *     input was always 0 on the calibration text) given the mean diagonal so they are quantized like
  *     an average column rather than ignored (they may be nonzero on other text). Identity when
@@ -36,13 +40,18 @@ export function hessianDiagonal(calib: ExpertCalib, m: MatrixName, minTokens = 1
   return m === 'down' && !calib.ata ? calib.ataDiag : null;
 }
 
-export function diagonalImportance(d: ArrayLike<number>, out: number): Float32Array {
+export function liveDiagonal(d: ArrayLike<number>): { d: Float64Array; mean: number; live: boolean } {
   const n = d.length;
   let sum = 0;
-  for (let j = 0; j < n; j++) sum += Math.max(0, d[j]);
-  const mean = sum > 0 ? sum / n : 1;
-  const row = new Float32Array(n);
-  for (let j = 0; j < n; j++) row[j] = d[j] > 0 ? d[j] : mean;
+  for (let j = 0; j < n; j++) if (d[j] > 0) sum += d[j];
+  if (!(sum > 0)) return { d: new Float64Array(n).fill(1), mean: 1, live: false };
+  const mean = sum / n;
+  return { d: Float64Array.from(d, (v) => (v > 0 ? v : mean)), mean, live: true };
+}
+
+export function diagonalImportance(d: ArrayLike<number>, out: number): Float32Array {
+  const n = d.length;
+  const row = Float32Array.from(liveDiagonal(d).d);
   const w = new Float32Array(out * n);
   for (let r = 0; r < out; r++) w.set(row, r * n);
   return w;

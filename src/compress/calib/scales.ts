@@ -16,7 +16,7 @@
  */
 import type { MatrixName } from '../parts.js';
 import { topMagnitudePositions } from '../sparse.js';
-import { hessianFor } from './hessian.js';
+import { hessianFor, liveDiagonal } from './hessian.js';
 import type { ExpertCalib } from './types.js';
 
 const DAMP = 0.01;
@@ -30,15 +30,13 @@ export function inputScales(calib: ExpertCalib | undefined, m: MatrixName, inp: 
 }
 
 /** sqrt((d_j or the mean when d_j <= 0) + λ) / sqrt(mean of those), λ = DAMP · mean (dampedHessian's rule). */
-function normalisedRoots(d: Float64Array): Float64Array {
-  const n = d.length;
-  let mean = 0;
-  for (let j = 0; j < n; j++) if (d[j] > 0) mean += d[j];
-  mean /= n;
-  if (!(mean > 0)) return new Float64Array(n).fill(1);
+function normalisedRoots(raw: Float64Array): Float64Array {
+  const n = raw.length;
+  const { d, mean, live } = liveDiagonal(raw);
+  if (!live) return d;
   let total = 0;
   for (let j = 0; j < n; j++) {
-    d[j] = (d[j] > 0 ? d[j] : mean) + DAMP * mean;
+    d[j] += DAMP * mean;
     total += d[j];
   }
   const norm = total / n;

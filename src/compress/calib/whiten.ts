@@ -14,7 +14,7 @@
  */
 import { accurateSvdOptions, cholesky, lowRank, upperInverse } from '../../tensor/svd.js';
 import { MoepressError } from '../../io/errors.js';
-import { dampedHessian } from './hessian.js';
+import { dampedHessian, liveDiagonal } from './hessian.js';
 
 export interface WhitenOptions {
   /** Dampening as a fraction of mean diag(H) (default 0.01). */
@@ -43,14 +43,9 @@ function isDiagonal(H: ArrayLike<number>, n: number): boolean {
  * r_j = sqrt(d_j + λ) with the dampening of dampedHessian (dead inputs at the mean diagonal).
  */
 async function diagonalLowRank(w: Float32Array, out: number, inp: number, H: ArrayLike<number>, rank: number, opts: WhitenOptions): Promise<{ left: Float32Array; right: Float32Array; lambda: number }> {
-  const d = new Float64Array(inp);
-  for (let j = 0; j < inp; j++) d[j] = H[j * inp + j];
-  let sum = 0;
-  let live = 0;
-  for (let j = 0; j < inp; j++) if (d[j] > 0) { sum += d[j]; live++; }
-  const mean = live ? sum / inp : 1;
+  const { d, mean, live } = liveDiagonal(Float64Array.from({ length: inp }, (_, j) => H[j * inp + j]));
   const lam = live ? (opts.damp ?? 0.01) * mean : 0; // an all-zero H whitens by the identity, undamped
-  const r = Float64Array.from(d, (v) => Math.sqrt((v > 0 ? v : mean) + lam));
+  const r = Float64Array.from(d, (v) => Math.sqrt(v + lam));
   const ws = new Float32Array(out * inp);
   for (let o = 0; o < out; o++) for (let j = 0; j < inp; j++) ws[o * inp + j] = w[o * inp + j] * r[j];
   const f = await lowRank(ws, out, inp, rank, accurateSvdOptions(rank, out, inp, opts.seed ?? 0));
