@@ -171,6 +171,7 @@ async function compressAuto(x: ExpertSource, store: LayerStore, opts: MethodOpti
   let meanEnergy = 0;
   for (const m of MATRICES) {
     mean[m] = Float32Array.from(acc[m], (v) => v / E);
+    acc[m] = new Float64Array(0); // the float64 sums are done with: free them before the base forms are built
     for (let i = 0; i < n; i++) meanEnergy += mean[m][i] * mean[m][i];
   }
   const spread = energy > 0 ? (energy - E * meanEnergy) / energy : 0;
