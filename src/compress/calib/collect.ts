@@ -1,6 +1,8 @@
 /**
  * Collects the routed experts' activation statistics (calib/types.ts) by running the original
- * model over seeded calibration windows.
+ * model over seeded calibration windows. `compress` collects through calib/stream.ts, one layer in
+ * memory at a time; collectCalibration, over a model loaded whole, is that stream's in-memory twin
+ * (test/calib-stream.test.ts). Both accumulate with routedRows and accumulateExpert below.
  *
  *   collectCalibration(model, ids, opts) -> Calibration
  *     model: a runtime Transformer over the *original* weights (dense expert banks);
