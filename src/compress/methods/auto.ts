@@ -67,8 +67,19 @@ interface BaseForm {
   packed: Record<MatrixName, Uint8Array> | null;
 }
 
-/** Σ over the layer's calibrated experts of matrix m's Hessian (full, or its diagonal for down above maxFullI); null without calibration. */
-function summedHessian(calib: LayerCalib | null, m: MatrixName): { hess: Float64Array | null; diag: Float64Array | null } {
+type SummedHessian = { hess: Float64Array | null; diag: Float64Array | null };
+
+/**
+ * Σ over the layer's calibrated experts of each matrix kind's Hessian (full, or its diagonal for
+ * down above maxFullI); nulls without calibration. gate and up share one (both see Σ x xᵀ), so the
+ * sum, and GPTQ's inverse factor cached per array, are computed once for the two and every base form.
+ */
+function summedHessians(calib: LayerCalib | null): Record<MatrixName, SummedHessian> {
+  const gate = summedHessian(calib, 'gate');
+  return { gate, up: gate, down: summedHessian(calib, 'down') };
+}
+
+function summedHessian(calib: LayerCalib | null, m: MatrixName): SummedHessian {
   if (!calib) return { hess: null, diag: null };
   let hess: Float64Array | null = null;
   let diag: Float64Array | null = null;
@@ -87,7 +98,7 @@ function summedHessian(calib: LayerCalib | null, m: MatrixName): { hess: Float64
 }
 
 /** The mean (float32, unrounded) stored as `codec`: bf16 when null, else quantized and decoded. */
-async function baseForm(mean: Record<MatrixName, Float32Array>, codec: string | null, I: number, H: number, calib: LayerCalib | null): Promise<BaseForm> {
+async function baseForm(mean: Record<MatrixName, Float32Array>, codec: string | null, I: number, H: number, hessians: () => Record<MatrixName, SummedHessian>): Promise<BaseForm> {
   const n = I * H;
   const values = {} as Record<MatrixName, Float32Array>;
   if (codec === null) {
@@ -98,7 +109,7 @@ async function baseForm(mean: Record<MatrixName, Float32Array>, codec: string | 
   const packed = {} as Record<MatrixName, Uint8Array>;
   for (const m of MATRICES) {
     const [out, inp] = matrixShape(m, I, H);
-    const { hess, diag } = summedHessian(calib, m);
+    const { hess, diag } = hessians()[m];
     packed[m] = (await encodeMatrix(mean[m], out, inp, c, undefined, hess, diag)).packed;
     values[m] = c.dequantize(packed[m], n);
   }
@@ -183,10 +194,12 @@ async function compressAuto(x: ExpertSource, store: LayerStore, opts: MethodOpti
   const baseErrors: Record<string, number> = {};
   if (E >= 2 && (spread < SIMILAR_SPREAD || !plan)) {
     // pass 2: delta candidates against each stored form of the shared base that fits, beside the direct ones
+    let sums: Record<MatrixName, SummedHessian> | null = null;
+    const hessians = () => (sums ??= summedHessians(calib));
     for (const codec of BASE_CODECS) {
       const bytes = codec ? 3 * storedBytes(codecById(codec), n) : 3 * n * 2;
       if (bytes > cap) continue;
-      const form = await baseForm(mean, codec, I, H, calib);
+      const form = await baseForm(mean, codec, I, H, hessians);
       const items: Candidate[][] = [];
       for (let e = 0; e < E; e++) {
         const w = readExpert(x, e, buf);
